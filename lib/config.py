@@ -1,0 +1,317 @@
+"""Validated stage configurations built from ``params.yaml``.
+
+``params.yaml`` holds a ``common`` section, one section per stage, and ``profiles``: for
+each profile (``smoke``, ``mini``, ``imagenet100``, ``imagenet``) the keys whose value
+depends on the profile, per stage. ``common.profile`` picks one. A stage's configuration is
+its own section plus its profile overlay; every key lives in exactly one of the two places
+(a key in both is refused), so ``dvc exp run -S train.lr=...`` or
+``-S profiles.smoke.train.steps=...`` always changes what it names.
+
+papermill does not validate parameters; this module does. Each stage is a frozen dataclass;
+an unknown key, a missing key or a value of the wrong type fails with one
+:class:`ConfigError` naming the stage and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from lib import paths
+
+PROFILES = ("smoke", "mini", "imagenet100", "imagenet")
+STAGES = ("zoo", "classes", "disambiguate", "prompts", "generate", "train", "clip", "analyze")
+
+
+class ConfigError(ValueError):
+    """A parameter problem, naming the stage and the key."""
+
+
+@dataclass(frozen=True)
+class Dirs:
+    """Where each stage writes, relative to the project root (the ``outs`` of dvc.yaml)."""
+
+    data: str
+    zoo: str
+    classes: str
+    disambiguate: str
+    prompts: str
+    generate: str
+    train: str
+    clip: str
+    analyze: str
+    metrics: str
+
+
+@dataclass(frozen=True)
+class Common:
+    profile: str
+    seed: int
+    device: str
+    progress: bool
+    dirs: Dirs
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Base of every stage config: the ``common`` keys plus the stage's own."""
+
+    common: Common
+
+    @property
+    def root(self) -> Path:
+        return paths.project_root()
+
+    def path(self, name: str) -> Path:
+        """The absolute folder of ``common.dirs.<name>`` (a stage's output folder)."""
+        return paths.resolve(getattr(self.common.dirs, name), self.root)
+
+    def resolve_model(self, ref: str) -> str:
+        """A model reference resolved to a local folder or kept as a hub id."""
+        return paths.resolve_model(ref, self.root)
+
+    def as_params(self) -> dict[str, Any]:
+        """The flat papermill parameters: common keys then stage keys."""
+        common = dataclasses.asdict(self.common)
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "common"}
+        return {**common, **own}
+
+
+@dataclass(frozen=True)
+class ZooConfig(StageConfig):
+    build: str  # which model zoo to build locally: "tiny-random" or "none" (hub models)
+
+
+@dataclass(frozen=True)
+class ClassesConfig(StageConfig):
+    dataset_dir: str  # an ImageFolder-layout folder under the data root
+    val_fraction: float
+    train_per_class: int | None  # cap on real train images per class (None = all)
+    val_per_class: int | None
+    ood: list[str]  # corruption names applied to the val split
+
+
+@dataclass(frozen=True)
+class DisambiguateConfig(StageConfig):
+    llm_backend: str
+    llm_model: str
+    llm_base_url: str | None
+    llm_recorded: str | None
+    llm_cache: str
+    num_candidates: int
+    max_new_tokens: int
+    temperature: float
+    clip_backend: str
+    clip_model: str
+    clip_pretrained: str | None
+    images_per_class: int
+    distinct_weight: float
+
+
+@dataclass(frozen=True)
+class PromptsConfig(StageConfig):
+    strategies: list[str]
+    synthetic_multiplier: float
+    negative_prompt: str
+
+
+@dataclass(frozen=True)
+class GenerateConfig(StageConfig):
+    backend: str
+    model: str
+    scheduler: str | None
+    dtype: str
+    steps: int
+    guidance_scale: float
+    height: int
+    width: int
+    batch_size: int
+    shard_size: int
+    image_format: str
+    jpeg_quality: int
+
+
+@dataclass(frozen=True)
+class TrainConfig(StageConfig):
+    arch: str
+    image_size: int
+    channels: int
+    aux_norm: bool
+    use_synthetic: bool
+    steps: int
+    batch_size: int
+    synthetic_fraction: float
+    lr: float
+    weight_decay: float
+    label_smoothing: float
+    synthetic_loss_weight: float
+    checkpoint_every: int
+
+
+@dataclass(frozen=True)
+class ClipConfig(StageConfig):
+    model: str
+    pretrained: str | None
+    sources: list[str]  # image-text pair sources to train on: real, synthetic, combined
+    steps: int
+    batch_size: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig(StageConfig):
+    batch_size: int
+    dpi: int
+
+
+CONFIGS: dict[str, type[StageConfig]] = {
+    "zoo": ZooConfig,
+    "classes": ClassesConfig,
+    "disambiguate": DisambiguateConfig,
+    "prompts": PromptsConfig,
+    "generate": GenerateConfig,
+    "train": TrainConfig,
+    "clip": ClipConfig,
+    "analyze": AnalyzeConfig,
+}
+
+
+def stage_keys(stage: str) -> list[str]:
+    """The flat parameter names of a stage's notebook (common keys, then the stage's)."""
+    cls = _config_class(stage)
+    own = [f.name for f in dataclasses.fields(cls) if f.name != "common"]
+    return [f.name for f in dataclasses.fields(Common)] + own
+
+
+def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Read ``params.yaml`` (default: the project root's)."""
+    path = Path(path) if path else paths.project_root() / "params.yaml"
+    with open(path, encoding="utf-8") as fh:
+        params = yaml.safe_load(fh)
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
+    return params
+
+
+def stage_section(params: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """The flat parameters of ``stage``: common + the stage section + its profile overlay."""
+    _config_class(stage)
+    common = _section(params, "common", stage)
+    profile = common.get("profile")
+    if profile not in PROFILES:
+        raise ConfigError(f"[{stage}] common.profile={profile!r}; valid profiles: {', '.join(PROFILES)}")
+    profiles = _section(params, "profiles", stage)
+    if not profiles.get(profile) or not isinstance(profiles[profile], dict):
+        raise ConfigError(
+            f"[{stage}] profile {profile!r} has no settings yet (params.yaml: profiles.{profile})"
+        )
+    own = dict(_section(params, stage, stage))
+    overlay = profiles[profile].get(stage) or {}
+    for p, sections in profiles.items():  # a key set by any profile must not stay in the base
+        both = sorted(set(own) & set((sections or {}).get(stage) or {}))
+        if both:
+            raise ConfigError(
+                f"[{stage}] {', '.join(both)} set both in '{stage}' and in 'profiles.{p}.{stage}'; "
+                "keep each key in one place"
+            )
+    flat = {k: v for k, v in common.items()}
+    clash = sorted(set(flat) & (set(own) | set(overlay)))
+    if clash:
+        raise ConfigError(f"[{stage}] {', '.join(clash)} is a common key and cannot be a stage key")
+    return {**flat, **own, **overlay}
+
+
+def build(stage: str, values: Mapping[str, Any]) -> StageConfig:
+    """Validate flat ``values`` (as papermill passes them) into the stage's frozen config."""
+    cls = _config_class(stage)
+    expected = stage_keys(stage)
+    unknown = sorted(set(values) - set(expected))
+    missing = [k for k in expected if k not in values]
+    if unknown:
+        raise ConfigError(f"[{stage}] unknown parameter(s): {', '.join(unknown)}; valid: {', '.join(expected)}")
+    if missing:
+        raise ConfigError(f"[{stage}] missing parameter(s): {', '.join(missing)}")
+    common = _make(Common, {f.name: values[f.name] for f in dataclasses.fields(Common)}, stage)
+    own = {f.name: values[f.name] for f in dataclasses.fields(cls) if f.name != "common"}
+    return _make(cls, {"common": common, **own}, stage)
+
+
+def load(stage: str, params_path: str | os.PathLike | None = None) -> StageConfig:
+    """The validated config of ``stage`` from ``params.yaml``."""
+    return build(stage, stage_section(load_params(params_path), stage))
+
+
+def from_namespace(stage: str, namespace: Mapping[str, Any]) -> StageConfig:
+    """Build the config from a notebook's globals (the variables of its parameters cell)."""
+    return build(stage, {k: namespace[k] for k in stage_keys(stage) if k in namespace})
+
+
+# -- validation -------------------------------------------------------------------------
+
+def _config_class(stage: str) -> type[StageConfig]:
+    if stage not in CONFIGS:
+        raise ConfigError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}")
+    return CONFIGS[stage]
+
+
+def _section(params: Mapping[str, Any], name: str, stage: str) -> dict[str, Any]:
+    if name not in params:
+        raise ConfigError(f"[{stage}] params.yaml has no '{name}' section")
+    section = params[name]
+    if not isinstance(section, dict):
+        raise ConfigError(f"[{stage}] section '{name}' must be a mapping, got {type(section).__name__}")
+    return section
+
+
+def _make(cls: type, values: Mapping[str, Any], stage: str, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if f.name not in values:
+            raise ConfigError(f"[{stage}] missing parameter: {key}")
+        kwargs[f.name] = _check(values[f.name], hints[f.name], stage, key)
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(f"[{stage}] unknown parameter(s): {', '.join(prefix + u for u in unknown)}")
+    return cls(**kwargs)
+
+
+def _check(value: Any, hint: Any, stage: str, key: str) -> Any:
+    """``value`` if it is of type ``hint`` (ints pass as floats; bools never pass as numbers)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check(value, inner[0], stage, key)
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"[{stage}] {key} must be a mapping, got {value!r}")
+        return _make(hint, value, stage, prefix=f"{key}.")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"[{stage}] {key} must be a list, got {type(value).__name__} {value!r}")
+        return [_check(v, args[0], stage, f"{key}[{i}]") for i, v in enumerate(value)]
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[hint]
+    if not ok:
+        raise ConfigError(
+            f"[{stage}] {key} must be {hint.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return float(value) if hint is float else value
+
+

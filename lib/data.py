@@ -1,0 +1,183 @@
+"""Real data: the bundled digits, ImageFolder class sets, splits and OOD corruptions.
+
+Real datasets live under the DVC-tracked ``data/`` root in ImageFolder layout
+(``<dataset>/<class_id>/<image>`` or ``<dataset>/{train,val}/<class_id>/<image>``) with an
+optional ``classes.tsv`` (``class_id<TAB>name``). The stages keep *manifests* of the splits,
+never copies. Out-of-distribution sets are corruptions of the val split, applied when the
+images are loaded, seeded per image id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageFilter
+
+from lib.seeding import numpy_rng, seed_for
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+# -- the bundled real data ---------------------------------------------------------------
+
+def materialize_digits(dest: str | Path) -> int:
+    """Write scikit-learn's bundled handwritten digits as an ImageFolder of 8x8 PNGs.
+
+    The 1,797 images (UCI Optical Recognition of Handwritten Digits: counts of set pixels of
+    32x32 bitmaps in 4x4 blocks, 0..16) are scaled to 0..255. The bytes are identical on
+    every run, so ``data.dvc`` stays clean. Returns the number of images written.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    rows = [f"{i}\t{name}" for i, name in enumerate(DIGIT_NAMES)]
+    _write_if_changed(dest / "classes.tsv", ("\n".join(rows) + "\n").encode())
+    pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    for index, (img, label) in enumerate(zip(pixels, digits.target)):
+        buf = io.BytesIO()
+        Image.fromarray(img, mode="L").save(buf, format="PNG")
+        _write_if_changed(dest / str(label) / f"digit-{index:04d}.png", buf.getvalue())
+    return len(pixels)
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    if path.exists() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+# -- class sets and splits ---------------------------------------------------------------
+
+def read_class_names(dataset: Path, class_ids: list[str]) -> dict[str, str]:
+    """Names from ``classes.tsv`` when present, else the folder names."""
+    names = {c: c for c in class_ids}
+    tsv = dataset / "classes.tsv"
+    if tsv.exists():
+        for line in tsv.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                cid, _, name = line.partition("\t")
+                names[cid] = name.strip() or cid
+    return names
+
+
+def scan_imagefolder(folder: Path) -> pd.DataFrame:
+    """All images under ``folder/<class_id>/``: columns path (str), class_id."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"real-image folder {folder} does not exist")
+    rows = [
+        (str(p), cls.name)
+        for cls in sorted(d for d in folder.iterdir() if d.is_dir())
+        for p in sorted(cls.rglob("*"))
+        if p.suffix.lower() in IMAGE_EXTS
+    ]
+    if not rows:
+        raise ValueError(f"no images found under {folder} (expected <class_id>/<image> layout)")
+    return pd.DataFrame(rows, columns=["path", "class_id"])
+
+
+def build_splits(
+    dataset: Path,
+    root: Path,
+    *,
+    val_fraction: float,
+    train_per_class: int | None,
+    val_per_class: int | None,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The class table and the split manifest of an ImageFolder dataset.
+
+    Uses ``train/`` and ``val/`` subfolders when the dataset has them; otherwise each class is
+    split by a hash of (seed, image path), so the split never depends on file order. Paths in
+    the manifest are relative to the project root.
+    """
+    if not dataset.is_dir():
+        raise FileNotFoundError(
+            f"dataset folder {dataset} does not exist; see README ('Real data') to add it"
+        )
+    if (dataset / "train").is_dir():
+        parts = [scan_imagefolder(dataset / s).assign(split=s) for s in ("train", "val")]
+        images = pd.concat(parts, ignore_index=True)
+    else:
+        images = scan_imagefolder(dataset)
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        u = images["path"].map(lambda p: seed_for(seed, "split", Path(p).name) / 2**63)
+        images["split"] = np.where(u < val_fraction, "val", "train")
+    images["path"] = images["path"].map(lambda p: str(Path(p).relative_to(root)))
+    images["image_id"] = images["path"].map(lambda p: Path(p).stem)
+    images = images.sort_values("path").reset_index(drop=True)
+    rank = images.groupby(["split", "class_id"]).cumcount()
+    cap = images["split"].map({"train": train_per_class, "val": val_per_class})
+    images = images[cap.isna() | (rank < cap.fillna(0))]
+    ids = sorted(images["class_id"].unique())
+    names = read_class_names(dataset, ids)
+    classes = pd.DataFrame(
+        {"label": range(len(ids)), "class_id": ids, "name": [names[c] for c in ids]}
+    )
+    images["label"] = images["class_id"].map(dict(zip(ids, range(len(ids)))))
+    cols = ["image_id", "path", "class_id", "label", "split"]
+    return classes, images[cols].sort_values(["split", "path"]).reset_index(drop=True)
+
+
+# -- loading and corruptions ---------------------------------------------------------------
+
+def load_images(paths: list[str], root: Path, mode: str = "L") -> np.ndarray:
+    """Decode images (all of one size) into a uint8 array (N,H,W) for "L", (N,H,W,3) for "RGB"."""
+    arrays = []
+    for p in paths:
+        with Image.open(root / p) as im:
+            arrays.append(np.asarray(im.convert(mode)))
+    return np.stack(arrays)
+
+
+def _invert(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return 255 - img
+
+
+def _noise(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    noisy = img.astype(np.float32) + rng.normal(0.0, 0.25 * 255, img.shape)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def _blur(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    radius = max(img.shape[0], img.shape[1]) / 12.0
+    return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius)))
+
+
+CORRUPTIONS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "invert": _invert,  # polarity flip: light strokes on dark become dark on light
+    "noise": _noise,  # additive Gaussian noise, sigma = 25% of the range
+    "blur": _blur,  # Gaussian blur, radius = 1/12 of the image side
+}
+
+
+def corrupt(images: np.ndarray, image_ids: list[str], name: str, seed: int) -> np.ndarray:
+    """The OOD version ``name`` of ``images``; each image's randomness is seeded by its id."""
+    if name not in CORRUPTIONS:
+        raise KeyError(f"unknown corruption {name!r}; valid: {', '.join(sorted(CORRUPTIONS))}")
+    fn = CORRUPTIONS[name]
+    return np.stack([fn(img, numpy_rng(seed, name, i)) for img, i in zip(images, image_ids)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lib.data", description="materialise the bundled real data under data/"
+    )
+    parser.add_argument("dest", nargs="?", default="data/digits")
+    args = parser.parse_args(argv)
+    n = materialize_digits(args.dest)
+    print(f"digits: {n} images in {args.dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Neural-network building blocks of the study (auxiliary norms for synthetic images)."""

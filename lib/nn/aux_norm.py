@@ -1,0 +1,357 @@
+"""Auxiliary norms: real and synthetic images normalised by separate layers.
+
+"Diversify, Don't Fine-Tune" (Yu et al.) trains on real + synthetic images with an auxiliary
+batch-norm in the manner of AdvProp: real samples go through the main BN, synthetic samples
+through an auxiliary BN, so the statistics of the synthetic domain never contaminate the
+statistics used at test time. Evaluation uses the main BN only.
+
+How it plugs in
+    * :class:`AuxBatchNorm2d` / :class:`AuxBatchNorm1d` ARE the main BN (their own
+      parameters and buffers), with one child ``aux`` holding the auxiliary BN. State-dict
+      keys therefore match a plain model plus ``*.aux.*`` keys, and :func:`strip_aux` turns a
+      checkpoint into one that loads (strict) into plain ``timm.create_model`` of the same
+      architecture. Both accept the ``nn.BatchNorm2d`` constructor, so they also work as a
+      timm ``norm_layer``.
+    * :func:`convert_to_aux_norm` replaces the norms of any built model (uniform across
+      architectures; timm's ``BatchNormAct2d`` keeps its activation).
+    * The domain of each sample is a bool mask (True = synthetic) set on the model before
+      the forward pass with :func:`set_synthetic_mask`; ``None`` means all real. The mask
+      lives on the layers (not in ``forward``'s signature) so that unmodified timm models
+      can carry it through their own ``forward``.
+
+Semantics in training mode
+    The batch is split by the mask; each part is normalised by its own layer (running
+    statistics move only for the domain that was seen) and the results are put back in the
+    original order. An empty part is skipped (its layer is not called at all). A part that
+    batch-norm cannot normalise -- one value per channel, e.g. ``AuxBatchNorm1d`` with a
+    single sample of one domain -- raises ``ValueError`` naming the domain, instead of
+    PyTorch's generic message. In eval mode every sample uses the main layer, whatever the
+    mask says.
+
+LayerNorm (ViTs): a documented choice, ``convert_to_aux_norm(model, layernorm=...)``
+    * ``"shared"`` (default) leaves LayerNorms alone. LayerNorm has no batch statistics, so
+      the failure the auxiliary BN guards against (synthetic statistics leaking into the
+      running statistics used at test time) cannot happen; sharing is the plain reading.
+      A model without any BatchNorm (a ViT) then has nothing to convert, and the converter
+      refuses rather than silently training without an auxiliary norm.
+    * ``"aux"`` wraps every ``nn.LayerNorm`` into :class:`AuxLayerNorm`: a second LayerNorm
+      with its own affine parameters chosen per sample by the mask -- the closest analogue
+      of the auxiliary BN for a norm without batch statistics. It is an option of this
+      project, not a setting taken from the paper.
+    Only LayerNorms over the last dimension (``nn.LayerNorm`` and timm's ``LayerNorm``) are
+    wrapped; channel-first variants such as timm's ``LayerNorm2d`` are refused by name.
+
+Traps
+    * Wrapping a model in ``nn.SyncBatchNorm.convert_sync_batchnorm`` after conversion
+      would replace the auxiliary layers; keep per-process BN.
+    * Under DDP a batch without one of the domains leaves that branch without gradients;
+      use ``find_unused_parameters=True`` or keep both domains in every batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+_BN_TENSORS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+_LN_TENSORS = ("weight", "bias")
+_AUX_KEY_SUFFIXES = tuple(f".aux.{name}" for name in _BN_TENSORS)
+
+
+@dataclass(frozen=True)
+class DomainSplit:
+    """Indices of the real and synthetic samples of one batch, computed once per mask."""
+
+    size: int
+    real_idx: torch.Tensor
+    synthetic_idx: torch.Tensor
+    inverse: torch.Tensor  # puts ``cat([real, synthetic])`` back into batch order
+
+    @classmethod
+    def from_mask(cls, mask: Any) -> DomainSplit:
+        mask = torch.as_tensor(mask)
+        if mask.dtype != torch.bool or mask.ndim != 1:
+            raise ValueError(
+                f"synthetic mask must be a 1-D bool tensor (True = synthetic); "
+                f"got dtype {mask.dtype} with shape {tuple(mask.shape)}"
+            )
+        real_idx = torch.nonzero(~mask).flatten()
+        synthetic_idx = torch.nonzero(mask).flatten()
+        inverse = torch.argsort(torch.cat([real_idx, synthetic_idx]))
+        return cls(len(mask), real_idx, synthetic_idx, inverse)
+
+
+def _split_apply(
+    x: torch.Tensor,
+    split: DomainSplit | None,
+    main: Callable[[torch.Tensor], torch.Tensor],
+    aux: Callable[[torch.Tensor], torch.Tensor],
+    layer: str,
+) -> torch.Tensor:
+    """Apply ``main`` to the real samples and ``aux`` to the synthetic ones, in batch order."""
+    if split is None:
+        return main(x)
+    if x.shape[0] != split.size:
+        raise ValueError(
+            f"{layer} got a batch of {x.shape[0]} samples but the synthetic mask has "
+            f"{split.size}; call set_synthetic_mask(model, mask) with the current batch"
+        )
+    if len(split.synthetic_idx) == 0:
+        return main(x)
+    if len(split.real_idx) == 0:
+        return aux(x)
+    device = x.device
+    real = main(x[split.real_idx.to(device)])
+    synthetic = aux(x[split.synthetic_idx.to(device)])
+    return torch.cat([real, synthetic])[split.inverse.to(device)]
+
+
+class _AuxBatchNorm(_BatchNorm):
+    """Shared logic of the auxiliary batch-norms; the subclasses fix the dimensionality."""
+
+    _plain: type[_BatchNorm]
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        **kwargs: Any,
+    ):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, **kwargs)
+        self.aux = self._plain(num_features, eps, momentum, affine, track_running_stats, **kwargs)
+        self.domain_split: DomainSplit | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            x = _split_apply(x, self.domain_split, self._main, self._aux, self._name())
+        else:
+            x = self._plain.forward(self, x)
+        return self._post(x)
+
+    def _main(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_normalisable(x, "real")
+        return self._plain.forward(self, x)
+
+    def _aux(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_normalisable(x, "synthetic")
+        return self.aux(x)
+
+    def _check_normalisable(self, x: torch.Tensor, domain: str) -> None:
+        """Refuse a part with one value per channel: its batch variance is undefined."""
+        values_per_channel = x.numel() // x.shape[1] if x.ndim > 1 and x.shape[1] else 0
+        if values_per_channel <= 1:
+            raise ValueError(
+                f"{self._name()}: the {domain} part of the batch has {x.shape[0]} sample(s) "
+                f"and one value per channel, which batch-norm cannot normalise in training; "
+                f"draw at least 2 {domain} samples per batch (or none)"
+            )
+
+    def _post(self, x: torch.Tensor) -> torch.Tensor:
+        """Dropout + activation kept from a converted timm ``BatchNormAct2d``."""
+        if "drop" in self._modules:
+            x = self.drop(x)
+        if "act" in self._modules:
+            x = self.act(x)
+        return x
+
+    def _name(self) -> str:
+        return f"{type(self).__name__}({self.num_features})"
+
+
+class AuxBatchNorm2d(_AuxBatchNorm, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` (the main branch) with an auxiliary BN ``aux`` for synthetic samples."""
+
+    _plain = nn.BatchNorm2d
+
+
+class AuxBatchNorm1d(_AuxBatchNorm, nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` (the main branch) with an auxiliary BN ``aux`` for synthetic samples."""
+
+    _plain = nn.BatchNorm1d
+
+
+class AuxLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` (the main branch) with an auxiliary LayerNorm ``aux`` chosen per sample.
+
+    LayerNorm has no batch statistics, so routing is per sample: only the affine parameters
+    differ between the domains. Eval mode uses the main branch for every sample.
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | tuple[int, ...],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        **kwargs: Any,
+    ):
+        super().__init__(normalized_shape, eps, elementwise_affine, bias, **kwargs)
+        self.aux = nn.LayerNorm(normalized_shape, eps, elementwise_affine, bias, **kwargs)
+        self.domain_split: DomainSplit | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        main = super().forward
+        if not self.training:
+            return main(x)
+        name = f"AuxLayerNorm{tuple(self.normalized_shape)}"
+        return _split_apply(x, self.domain_split, main, self.aux, name)
+
+
+_AUX_TYPES = (_AuxBatchNorm, AuxLayerNorm)
+
+
+def _is_timm_bn_act(module: nn.Module) -> bool:
+    from timm.layers import BatchNormAct2d
+
+    return type(module) is BatchNormAct2d
+
+
+def _plain_layernorm_types() -> tuple[type[nn.Module], ...]:
+    from timm.layers import LayerNorm as TimmLayerNorm
+
+    return (nn.LayerNorm, TimmLayerNorm)
+
+
+def _copy_tensors(src: nn.Module, dst: nn.Module, names: tuple[str, ...]) -> None:
+    """Copy parameters/buffers (values and ``requires_grad``) from ``src`` into ``dst``."""
+    with torch.no_grad():
+        for name in names:
+            value = getattr(src, name, None)
+            if value is None:
+                continue
+            target = getattr(dst, name)
+            target.copy_(value)
+            if isinstance(target, nn.Parameter):
+                target.requires_grad_(value.requires_grad)
+
+
+def _aux_batchnorm_from(bn: _BatchNorm) -> _AuxBatchNorm:
+    cls = AuxBatchNorm1d if isinstance(bn, nn.BatchNorm1d) else AuxBatchNorm2d
+    ref = next(iter(bn.buffers()), None) if bn.weight is None else bn.weight
+    factory = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
+    new = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, **factory)
+    _copy_tensors(bn, new, _BN_TENSORS)
+    _copy_tensors(bn, new.aux, _BN_TENSORS)
+    if _is_timm_bn_act(bn):
+        new.drop, new.act = bn.drop, bn.act
+    return new.train(bn.training)
+
+
+def _aux_layernorm_from(ln: nn.LayerNorm) -> AuxLayerNorm:
+    ref = ln.weight
+    factory = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
+    has_bias = getattr(ln, "bias", None) is not None
+    new = AuxLayerNorm(ln.normalized_shape, ln.eps, ln.elementwise_affine, has_bias, **factory)
+    _copy_tensors(ln, new, _LN_TENSORS)
+    _copy_tensors(ln, new.aux, _LN_TENSORS)
+    return new.train(ln.training)
+
+
+def _convert_one(module: nn.Module, layernorm: str, path: str) -> nn.Module | None:
+    """The replacement of one module, or None when it stays as it is."""
+    if isinstance(module, _AUX_TYPES):
+        return None
+    if isinstance(module, _BatchNorm):
+        if type(module) in (nn.BatchNorm1d, nn.BatchNorm2d) or _is_timm_bn_act(module):
+            return _aux_batchnorm_from(module)
+        raise ValueError(
+            f"cannot convert {type(module).__name__} at {path!r}: only nn.BatchNorm1d, "
+            f"nn.BatchNorm2d and timm BatchNormAct2d have an auxiliary version"
+        )
+    if layernorm == "aux" and isinstance(module, nn.LayerNorm):
+        if type(module) in _plain_layernorm_types():
+            return _aux_layernorm_from(module)
+        raise ValueError(
+            f"cannot convert {type(module).__name__} at {path!r} with layernorm='aux': only "
+            f"last-dimension LayerNorms (nn.LayerNorm, timm LayerNorm) are supported; "
+            f"use layernorm='shared'"
+        )
+    return None
+
+
+def _convert_children(module: nn.Module, layernorm: str, prefix: str) -> int:
+    """Convert the norms below ``module``; an auxiliary layer is left whole (idempotence)."""
+    if isinstance(module, _AUX_TYPES):
+        return 0
+    converted = 0
+    for name, child in module.named_children():
+        path = f"{prefix}{name}"
+        new = _convert_one(child, layernorm, path)
+        if new is None:
+            converted += _convert_children(child, layernorm, f"{path}.")
+        else:
+            setattr(module, name, new)
+            converted += 1
+    return converted
+
+
+def convert_to_aux_norm(
+    model: nn.Module, layernorm: Literal["shared", "aux"] = "shared"
+) -> nn.Module:
+    """Replace every BatchNorm1d/2d (and, with ``layernorm="aux"``, every LayerNorm) in place.
+
+    Both branches of each new layer start as copies of the old layer's weights and running
+    statistics, so the converted model computes exactly what the original did until the
+    branches are trained apart. Returns ``model`` (or its replacement when ``model`` itself is
+    a norm layer). Raises ``ValueError`` when there is nothing to convert, because asking for
+    an auxiliary norm and silently getting none would invalidate an ablation.
+    """
+    if layernorm not in ("shared", "aux"):
+        raise ValueError(f"layernorm must be 'shared' or 'aux', got {layernorm!r}")
+    new = _convert_one(model, layernorm, "<root>")
+    if new is not None:
+        return new
+    if _convert_children(model, layernorm, "") == 0 and not has_aux_norm(model):
+        if layernorm == "aux":
+            raise ValueError(f"{type(model).__name__} has no BatchNorm or LayerNorm to convert")
+        raise ValueError(
+            f"{type(model).__name__} has no BatchNorm to convert; for LayerNorm models such "
+            f"as ViTs pass layernorm='aux' (see lib.nn.aux_norm)"
+        )
+    return model
+
+
+def aux_norm_layers(model: nn.Module) -> list[nn.Module]:
+    """All auxiliary-norm layers of ``model``."""
+    return [m for m in model.modules() if isinstance(m, _AUX_TYPES)]
+
+
+def has_aux_norm(model: nn.Module) -> bool:
+    """Whether ``model`` contains at least one auxiliary-norm layer."""
+    return any(isinstance(m, _AUX_TYPES) for m in model.modules())
+
+
+def set_synthetic_mask(model: nn.Module, mask: torch.Tensor | None) -> int:
+    """Tell every auxiliary norm of ``model`` which samples of the next batch are synthetic.
+
+    ``mask`` is a 1-D bool tensor (True = synthetic), ideally on the model's device; ``None``
+    means all real. Returns the number of layers set. Setting a mask on a model without
+    auxiliary norms raises ``ValueError`` (the mask would be silently ignored).
+    """
+    layers = aux_norm_layers(model)
+    if mask is not None and not layers:
+        raise ValueError(
+            f"{type(model).__name__} has no auxiliary norm layers; convert it with "
+            f"convert_to_aux_norm(model) before setting a synthetic mask"
+        )
+    split = None if mask is None else DomainSplit.from_mask(mask)
+    for layer in layers:
+        layer.domain_split = split
+    return len(layers)
+
+
+def strip_aux(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the auxiliary branches so the state dict loads into the plain architecture.
+
+    Only keys ending in ``.aux.<weight|bias|running_mean|running_var|num_batches_tracked>``
+    are dropped, so unrelated modules whose names merely contain "aux" survive.
+    """
+    return {k: v for k, v in state_dict.items() if not f".{k}".endswith(_AUX_KEY_SUFFIXES)}

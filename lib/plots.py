@@ -1,0 +1,50 @@
+"""One figure style and one save helper (PNG for notebooks and READMEs, PDF for papers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+from lib.io import atomic_path
+
+
+def style() -> None:
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+
+
+def save_figure(fig: plt.Figure, path_stem: str | Path, dpi: int = 150) -> list[Path]:
+    """Write ``<stem>.png`` and ``<stem>.pdf`` atomically; return both paths."""
+    out = []
+    for ext in ("png", "pdf"):
+        path = Path(f"{path_stem}.{ext}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight", metadata=_metadata(ext))
+        out.append(path)
+    return out
+
+
+def _metadata(ext: str) -> dict:
+    # No creation dates in the files, so a re-run writes identical bytes.
+    return {"CreationDate": None} if ext == "pdf" else {"Software": None}
+
+
+def image_grid(images: list, titles: list[str] | None = None, ncols: int = 8, size: float = 1.2):
+    """A grid of PIL images or arrays; returns the figure."""
+    n = max(len(images), 1)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, img in enumerate(images):
+        ax = axes.flat[i]
+        ax.imshow(img, cmap="gray" if getattr(img, "mode", "") == "L" else None)
+        if titles:
+            ax.set_title(titles[i], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def palette(n: int) -> list:
+    return sns.color_palette("colorblind", n)

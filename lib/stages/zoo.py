@@ -1,0 +1,31 @@
+"""Stage ``zoo``: build the profile's local models.
+
+``tiny-random`` builds tiny random-initialised models of the real classes (a Stable
+Diffusion pipeline, an open_clip model, a causal LM with a chat template), saved so the
+production loaders read them from a folder. ``none`` builds nothing: the profile names hub
+models. Either way ``zoo.json`` lists what the folder holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lib import zoo
+from lib.config import ZooConfig
+from lib.io import write_json
+
+BUILDERS = ("tiny-random", "none")
+
+
+def run(cfg: ZooConfig) -> dict[str, Any]:
+    out = cfg.path("zoo")
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.build == "tiny-random":
+        models = zoo.build_tiny_zoo(out, seed=cfg.common.seed)
+    elif cfg.build == "none":
+        models = {}
+    else:
+        raise ValueError(f"zoo.build={cfg.build!r}; valid: {', '.join(BUILDERS)}")
+    info = {"build": cfg.build, "models": {k: str(v) for k, v in models.items()}}
+    write_json(out / "zoo.json", info)
+    return info

@@ -1,0 +1,327 @@
+"""Backends loaded through the registries from the tiny zoo, plus the LLM cache and replay."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lib.backends import create_clip, create_llm, create_t2i
+from lib.backends.llm_cache import (
+    CachedLLM,
+    LLMCache,
+    cache_key,
+    export_jsonl,
+    import_jsonl,
+)
+
+MESSAGES = [
+    {"role": "system", "content": "Answer briefly."},
+    {"role": "user", "content": "Name a style for a photo of the digit one."},
+]
+GEN = {"steps": 2, "guidance_scale": 2.0, "height": 32, "width": 32}
+
+
+# ---------------------------------------------------------------- registries
+@pytest.mark.parametrize(
+    "create, valid",
+    [(create_t2i, "diffusers"), (create_clip, "open_clip"), (create_llm, "recorded")],
+)
+def test_unknown_backend_lists_valid_names(create, valid):
+    with pytest.raises(KeyError, match=valid):
+        create("no-such-backend")
+
+
+# ---------------------------------------------------------------- text-to-image
+@pytest.fixture(scope="module")
+def t2i(tiny_zoo):
+    return create_t2i("diffusers", model=tiny_zoo["t2i"])
+
+
+def _pixels(images: list[Image.Image]) -> list[np.ndarray]:
+    return [np.asarray(im) for im in images]
+
+
+def test_t2i_images_do_not_depend_on_batch(t2i):
+    prompts = ["a photo of a cat", "a sketch of a dog", "a painting of a one"]
+    batch, nsfw = t2i.generate(prompts, ["blurry"] * 3, [11, 12, 13], **GEN)
+    alone, _ = t2i.generate(prompts[1:2], ["blurry"], [12], **GEN)
+    assert [im.size for im in batch] == [(32, 32)] * 3
+    assert all(im.mode == "RGB" for im in batch)
+    assert nsfw == [False, False, False]  # no safety checker in the tiny pipeline
+    assert np.array_equal(_pixels(batch)[1], _pixels(alone)[0])
+
+
+def test_t2i_seeds_matter(t2i):
+    a, _ = t2i.generate(["a cat", "a cat"], None, [1, 2], **GEN)
+    b, _ = t2i.generate(["a cat"], None, [1], **GEN)
+    pa, pb = _pixels(a), _pixels(b)
+    assert not np.array_equal(pa[0], pa[1])
+    assert np.array_equal(pa[0], pb[0])
+
+
+def test_t2i_attributes_and_bad_input(t2i, tiny_zoo):
+    assert t2i.model_id == tiny_zoo["t2i"]
+    assert t2i.scheduler_name == "DDIMScheduler"
+    assert t2i.generate([], None, [], **GEN) == ([], [])
+    with pytest.raises(ValueError, match="same length"):
+        t2i.generate(["a", "b"], None, [1], **GEN)
+
+
+def test_t2i_scheduler_swap(tiny_zoo):
+    t2i = create_t2i("diffusers", model=tiny_zoo["t2i"], scheduler="EulerDiscreteScheduler")
+    assert t2i.scheduler_name == "EulerDiscreteScheduler"
+    images, _ = t2i.generate(["a cat"], None, [0], **GEN)
+    assert images[0].size == (32, 32)
+
+
+def test_t2i_clear_errors(tiny_zoo, tmp_path):
+    with pytest.raises(KeyError, match="NoSuchScheduler.*DDIMScheduler"):
+        create_t2i("diffusers", model=tiny_zoo["t2i"], scheduler="NoSuchScheduler")
+    missing = str(tmp_path / "no" / "model")
+    with pytest.raises(FileNotFoundError, match=missing):
+        create_t2i("diffusers", model=missing)
+    with pytest.raises(ValueError, match="float64"):
+        create_t2i("diffusers", model=tiny_zoo["t2i"], dtype="float64")
+
+
+# ---------------------------------------------------------------- CLIP
+@pytest.fixture(scope="module")
+def clip(tiny_zoo):
+    return create_clip("open_clip", model=f"local-dir:{tiny_zoo['clip']}")
+
+
+def _random_images(n: int) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_clip_embeddings_are_normalised(clip):
+    clip.batch_size = 2  # exercise batching
+    images, texts = _random_images(5), ["a cat", "a dog", "the digit one"]
+    img, txt = clip.encode_images(images), clip.encode_texts(texts)
+    assert img.shape == (5, 32) and txt.shape == (3, 32)
+    assert torch.allclose(img.norm(dim=1), torch.ones(5), atol=1e-5)
+    assert torch.allclose(txt.norm(dim=1), torch.ones(3), atol=1e-5)
+    sim = clip.similarity(images, texts)
+    assert sim.shape == (5, 3)
+    assert torch.allclose(sim, img @ txt.T, atol=1e-6)
+    assert clip.encode_texts([]).shape == (0, 32)
+
+
+def test_clip_plain_folder_and_missing_folder(tiny_zoo, tmp_path):
+    scorer = create_clip("open_clip", model=tiny_zoo["clip"])
+    assert scorer.model_id == tiny_zoo["clip"]
+    assert not scorer.model.training
+    # Grayscale images (the digits) go through the same eval transform.
+    assert scorer.encode_images([Image.new("L", (8, 8), 128)]).shape == (1, 32)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        create_clip("open_clip", model=f"local-dir:{tmp_path / 'nowhere'}")
+
+
+# ---------------------------------------------------------------- transformers LLM
+@pytest.fixture(scope="module")
+def llm(tiny_zoo):
+    return create_llm("transformers", model=tiny_zoo["llm"])
+
+
+def test_transformers_chat_greedy_is_deterministic(llm):
+    first = llm.chat(MESSAGES, max_new_tokens=8)
+    assert isinstance(first, str)
+    assert llm.chat(MESSAGES, max_new_tokens=8) == first
+    assert "Answer briefly" not in first  # only the new text comes back
+
+
+def test_transformers_chat_sampling_is_seeded_locally(llm):
+    state = torch.random.get_rng_state()
+    a = llm.chat(MESSAGES, temperature=1.0, seed=3, max_new_tokens=12)
+    b = llm.chat(MESSAGES, temperature=1.0, seed=3, max_new_tokens=12)
+    c = llm.chat(MESSAGES, temperature=1.0, seed=4, max_new_tokens=12)
+    assert a == b and a != c
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+# ---------------------------------------------------------------- cache
+class CountingChat:
+    """A tiny live backend that answers deterministically and counts its calls."""
+
+    model_id = "counting"
+
+    def __init__(self):
+        self.calls = 0
+
+    def chat(self, messages, **sampling):
+        self.calls += 1
+        return f"echo {messages[-1]['content']} t={sampling['temperature']}"
+
+
+def test_cache_hit_avoids_backend_and_survives_reopening(tmp_path):
+    backend = CountingChat()
+    cached = CachedLLM(backend, LLMCache(tmp_path / "c.sqlite"))
+    first = cached.chat(MESSAGES)
+    assert cached.chat(MESSAGES, temperature=0) == first  # defaults filled, 0 == 0.0
+    assert backend.calls == 1
+    cached.chat(MESSAGES, temperature=0.7)
+    assert backend.calls == 2
+    cached.cache.close()
+
+    reopened = CachedLLM(backend, LLMCache(tmp_path / "c.sqlite"))
+    assert reopened.chat(MESSAGES) == first and backend.calls == 2
+    assert len(reopened.cache) == 2
+    (key, record), _ = reopened.cache.items()
+    assert key == cache_key("counting", record["messages"], record["sampling"])
+    assert record["source"] == "live" and record["model"] == "counting"
+    with pytest.raises(KeyError, match="temprature"):
+        reopened.chat(MESSAGES, temprature=0.5)
+
+
+def _write_many(path: str, worker: int, n: int) -> None:
+    cache = LLMCache(path)
+    for i in range(n):
+        cache.put(f"{worker}-{i}", {"response": f"r{worker}-{i}"})
+
+
+def test_cache_concurrent_writers_all_land(tmp_path):
+    path = str(tmp_path / "shared.sqlite")
+    LLMCache(path).close()
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_write_many, args=(path, w, 50)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    cache = LLMCache(path)
+    assert len(cache) == 100
+    assert cache.get("1-49") == {"response": "r1-49"}
+
+
+def test_jsonl_export_import_is_stable(tmp_path):
+    cached = CachedLLM(CountingChat(), LLMCache(tmp_path / "a.sqlite"))
+    for t in (0.9, 0.0, 0.5):
+        cached.chat(MESSAGES, temperature=t)
+    out = export_jsonl(cached.cache, tmp_path / "a.jsonl")
+    lines = out.read_text(encoding="utf-8").splitlines()
+    keys = [json.loads(line)["key"] for line in lines]
+    assert keys == sorted(keys) and len(keys) == 3
+
+    copy = LLMCache(tmp_path / "b.sqlite")
+    assert import_jsonl(out, copy) == 3
+    assert export_jsonl(copy, tmp_path / "b.jsonl").read_bytes() == out.read_bytes()
+
+
+def test_jsonl_import_names_bad_lines(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"key": "x", "model": "m", "messages": [], "sampling": {}, "response": ""}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: key x\.\.\. does not match"):
+        import_jsonl(bad, LLMCache(tmp_path / "c.sqlite"))
+    bad.write_text("\nnot json\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not an LLM cache record"):
+        import_jsonl(bad, LLMCache(tmp_path / "c.sqlite"))
+
+
+# ---------------------------------------------------------------- recorded
+@pytest.fixture
+def recording(tmp_path) -> Path:
+    cached = CachedLLM(CountingChat(), LLMCache(tmp_path / "rec.sqlite"))
+    cached.chat(MESSAGES, max_new_tokens=16)
+    return export_jsonl(cached.cache, tmp_path / "rec.jsonl")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".sqlite"])
+def test_recorded_replays(recording, suffix):
+    rec = create_llm("recorded", path=str(recording.with_suffix(suffix)), model="counting")
+    assert rec.chat(MESSAGES, max_new_tokens=16) == "echo " + MESSAGES[-1]["content"] + " t=0.0"
+    assert rec.lookup(MESSAGES, max_new_tokens=16)["source"] == "recorded"
+
+
+def test_recorded_miss_is_clear_and_cached_records_say_recorded(recording, tmp_path):
+    rec = create_llm("recorded", path=str(recording), model="counting")
+    with pytest.raises(KeyError, match="'counting'.*Name a style for a photo"):
+        rec.chat(MESSAGES, max_new_tokens=17)
+    with pytest.raises(KeyError, match="'other'"):
+        create_llm("recorded", path=str(recording), model="other").chat(MESSAGES, max_new_tokens=16)
+    cached = CachedLLM(rec, LLMCache(tmp_path / "replayed.sqlite"))
+    cached.chat(MESSAGES, max_new_tokens=16)
+    [(_, record)] = cached.cache.items()
+    assert record["source"] == "recorded"
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        create_llm("recorded", path=str(tmp_path / "missing.jsonl"), model="counting")
+
+
+# ---------------------------------------------------------------- OpenAI-compatible HTTP
+class _Handler(BaseHTTPRequestHandler):
+    requests: ClassVar[list[dict]] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append(
+            {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
+        )
+        if body["model"] == "broken":
+            payload, status = b'{"error": "model not loaded"}', 500
+        else:
+            answer = {"choices": [{"message": {"role": "assistant", "content": "hello"}}]}
+            payload, status = json.dumps(answer).encode(), 200
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """A local OpenAI-style server on 127.0.0.1 (random port), shut down after the test."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    _Handler.requests = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1/"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5)
+
+
+def test_openai_chat_sends_key_only_from_env(server, monkeypatch):
+    monkeypatch.delenv("TEST_LLM_KEY", raising=False)
+    chat = create_llm("openai", model="tiny", base_url=server, api_key_env="TEST_LLM_KEY")
+    assert chat.chat(MESSAGES, temperature=0.0, top_p=1.0, max_new_tokens=5, seed=1) == "hello"
+    monkeypatch.setenv("TEST_LLM_KEY", "sk-test")
+    chat.chat(MESSAGES, max_new_tokens=5)
+    first, second = _Handler.requests
+    assert first["path"] == "/v1/chat/completions"
+    assert first["auth"] is None and second["auth"] == "Bearer sk-test"
+    assert first["body"] == {
+        "model": "tiny",
+        "messages": MESSAGES,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "max_tokens": 5,
+        "seed": 1,
+    }
+    with pytest.raises(TypeError):
+        create_llm("openai", model="tiny", base_url=server, api_key="sk-param")
+
+
+def test_openai_errors_are_clear(server):
+    with pytest.raises(RuntimeError, match="HTTP 500.*model not loaded"):
+        create_llm("openai", model="broken", base_url=server).chat(MESSAGES)
+    dead = "http://127.0.0.1:9/v1"  # discard port: nothing listens
+    with pytest.raises(ConnectionError, match="127.0.0.1:9"):
+        create_llm("openai", model="tiny", base_url=dead, timeout=5).chat(MESSAGES)
