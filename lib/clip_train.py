@@ -10,7 +10,8 @@ contrastive :class:`open_clip.ClipLoss`, and evaluated zero-shot with
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import open_clip

@@ -18,9 +18,10 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -81,7 +82,7 @@ class StageConfig:
         """The flat papermill parameters: common keys then stage keys."""
         common = dataclasses.asdict(self.common)
         own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "common"}
-        return {**common, **own}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in {**common, **own}.items()}
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class ClassesConfig(StageConfig):
     val_fraction: float
     train_per_class: int | None  # cap on real train images per class (None = all)
     val_per_class: int | None
-    ood: list[str]  # corruption names applied to the val split
+    ood: tuple[str, ...]  # corruption names applied to the val split
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class DisambiguateConfig(StageConfig):
 
 @dataclass(frozen=True)
 class PromptsConfig(StageConfig):
-    strategies: list[str]
+    strategies: tuple[str, ...]
     synthetic_multiplier: float
     negative_prompt: str
 
@@ -159,7 +160,7 @@ class TrainConfig(StageConfig):
 class ClipConfig(StageConfig):
     model: str
     pretrained: str | None
-    sources: list[str]  # image-text pair sources to train on: real, synthetic, combined
+    sources: tuple[str, ...]  # image-text pair sources to train on: real, synthetic, combined
     steps: int
     batch_size: int
     lr: float
@@ -298,10 +299,10 @@ def _check(value: Any, hint: Any, stage: str, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"[{stage}] {key} must be a mapping, got {value!r}")
         return _make(hint, value, stage, prefix=f"{key}.")
-    if origin is list:
+    if origin is tuple:  # a YAML list, kept as a tuple so a frozen config stays unchanged
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"[{stage}] {key} must be a list, got {type(value).__name__} {value!r}")
-        return [_check(v, args[0], stage, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(_check(v, args[0], stage, f"{key}[{i}]") for i, v in enumerate(value))
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -110,10 +110,10 @@ def build_splits(
         images = scan_imagefolder(dataset)
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        u = images["path"].map(lambda p: seed_for(seed, "split", Path(p).name) / 2**63)
+        u = images["path"].map(lambda p: seed_for(seed, "split", _rel_id(p, dataset)) / 2**63)
         images["split"] = np.where(u < val_fraction, "val", "train")
+    images["image_id"] = images["path"].map(lambda p: _rel_id(p, dataset))
     images["path"] = images["path"].map(lambda p: str(Path(p).relative_to(root)))
-    images["image_id"] = images["path"].map(lambda p: Path(p).stem)
     images = images.sort_values("path").reset_index(drop=True)
     rank = images.groupby(["split", "class_id"]).cumcount()
     cap = images["split"].map({"train": train_per_class, "val": val_per_class})
@@ -126,6 +126,14 @@ def build_splits(
     images["label"] = images["class_id"].map(dict(zip(ids, range(len(ids)))))
     cols = ["image_id", "path", "class_id", "label", "split"]
     return classes, images[cols].sort_values(["split", "path"]).reset_index(drop=True)
+
+
+def _rel_id(path: str, dataset: Path) -> str:
+    """A stable image id: the path inside the dataset, without suffix, "/" -> "-".
+
+    Unique within a dataset and independent of where the checkout lives.
+    """
+    return Path(path).relative_to(dataset).with_suffix("").as_posix().replace("/", "-")
 
 
 # -- loading and corruptions ---------------------------------------------------------------
@@ -165,6 +173,8 @@ def corrupt(images: np.ndarray, image_ids: list[str], name: str, seed: int) -> n
     if name not in CORRUPTIONS:
         raise KeyError(f"unknown corruption {name!r}; valid: {', '.join(sorted(CORRUPTIONS))}")
     fn = CORRUPTIONS[name]
+    if len(images) == 0:
+        return images.copy()
     return np.stack([fn(img, numpy_rng(seed, name, i)) for img, i in zip(images, image_ids)])
 
 

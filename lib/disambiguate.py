@@ -26,7 +26,8 @@ USER = (
     "to in a photo."
 )
 
-_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s*")
+# A leading bullet, or a list number followed by a space ("2. x", "3) x"; not "2.5 mm").
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]\s*|\d+[.)]\s+)")
 
 
 def request(name: str, k: int) -> list[dict]:
@@ -40,6 +41,8 @@ def parse_candidates(text: str, k: int, max_chars: int = 80) -> list[str]:
     many candidates each class got.
     """
     out: list[str] = []
+    if k <= 0:
+        return out
     for line in text.splitlines():
         cand = _BULLET.sub("", line).strip().strip('"').strip()
         if cand and len(cand) <= max_chars and cand.isprintable() and cand.lower() not in {

@@ -7,7 +7,7 @@ prompt never depends on the order in which the manifest is built.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
@@ -36,7 +36,10 @@ def item_id(class_id: str, strategy: str, k: int) -> str:
 
 
 def targets_per_class(train_counts: pd.Series, multiplier: float) -> pd.Series:
-    """Synthetic images per class: ``multiplier`` x the class's real train count (1x = as many)."""
+    """Synthetic images per class: ``multiplier`` x the class's real train count (1x = as many).
+
+    Rounded half to even (2.5 -> 2, 3.5 -> 4), deterministically.
+    """
     if multiplier < 0:
         raise ValueError(f"synthetic_multiplier must be >= 0, got {multiplier}")
     return (train_counts * multiplier).round().astype(int)
@@ -60,9 +63,15 @@ def build_manifest(
         raise ValueError(
             f"unknown prompt strategies {unknown or strategies}; valid: {', '.join(STRATEGIES)}"
         )
+    missing = sorted(set(classes["class_id"]) - set(targets.index))
+    if missing:
+        raise ValueError(
+            f"no target count for class id(s) {', '.join(map(str, missing))} "
+            "(a class with no real training images has none)"
+        )
     rows = []
     for c in classes.itertuples(index=False):
-        n = int(targets.get(c.class_id, 0))
+        n = int(targets[c.class_id])
         for k in range(n):
             strategy = strategies[k % len(strategies)]
             iid = item_id(c.class_id, strategy, k)
