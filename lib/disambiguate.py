@@ -37,7 +37,8 @@ def request(name: str, k: int) -> list[dict]:
 def parse_candidates(text: str, k: int, max_chars: int = 80) -> list[str]:
     """Up to ``k`` distinct candidate lines from an LLM answer (bullets/numbers stripped).
 
-    Lines that are empty, too long or not printable text are dropped; the caller counts how
+    Lines that are empty, too long or not printable text (including U+FFFD, which stands for
+    bytes the tokenizer could not decode) are dropped; the caller counts how
     many candidates each class got.
     """
     out: list[str] = []
@@ -45,7 +46,8 @@ def parse_candidates(text: str, k: int, max_chars: int = 80) -> list[str]:
         return out
     for line in text.splitlines():
         cand = _BULLET.sub("", line).strip().strip('"').strip()
-        if cand and len(cand) <= max_chars and cand.isprintable() and cand.lower() not in {
+        printable = cand.isprintable() and "\ufffd" not in cand  # U+FFFD: undecodable bytes
+        if cand and len(cand) <= max_chars and printable and cand.lower() not in {
             c.lower() for c in out
         }:
             out.append(cand)

@@ -166,3 +166,7 @@ def test_no_distinct_text_left_raises() -> None:
     scored = scored_frame([("A", "crane", 0.9), ("B", "CRANE", 0.8), ("C", "c", 0.1)])
     with pytest.raises(ValueError, match=r"no distinct prompt name left for class\(es\) B$"):
         pick_winners(scored)
+
+
+def test_parse_drops_undecodable_bytes() -> None:
+    assert parse_candidates("ok line\nbad \ufffd line\n", 5) == ["ok line"]

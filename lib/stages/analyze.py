@@ -76,6 +76,7 @@ def run(cfg: AnalyzeConfig) -> dict[str, Any]:
     figures = {"per_class": per_class_figure(table), "clip_zero_shot": clip_figure(zero_shot)}
     for name, fig in figures.items():
         plots.save_figure(fig, out / name, dpi=cfg.dpi)
+        plt.close(fig)  # shown where the notebook displays it, not twice
     write_json(out / "per_class.json",
                table.astype(object).where(table.notna(), None).to_dict(orient="records"))
     metrics = {"recognizability_mean": float(table["recognizability"].mean()),
