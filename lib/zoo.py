@@ -189,7 +189,11 @@ def build_tiny_open_clip(folder: str | os.PathLike, seed: int = 0) -> Path:
     return folder
 
 
-def _tiny_llm_tokenizer():
+def _byte_bpe_tokenizer(corpus: list[str], specials: list[str], **kwargs):
+    """A byte-level BPE (vocab 320) trained on ``corpus``, as a PreTrainedTokenizerFast.
+
+    Byte-level, so it encodes any text; trained locally, so nothing is downloaded.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -198,17 +202,13 @@ def _tiny_llm_tokenizer():
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=320,
-        special_tokens=_LLM_SPECIALS,
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_LLM_CORPUS, trainer=trainer)
+    tok.train_from_iterator(corpus, trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        chat_template=_LLM_CHAT_TEMPLATE,
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", **kwargs
     )
 
 
@@ -217,7 +217,7 @@ def build_tiny_llm(folder: str | os.PathLike, seed: int = 0) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     folder = Path(folder)
-    tokenizer = _tiny_llm_tokenizer()
+    tokenizer = _byte_bpe_tokenizer(_LLM_CORPUS, _LLM_SPECIALS, chat_template=_LLM_CHAT_TEMPLATE)
     cfg = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -240,7 +240,77 @@ def build_tiny_llm(folder: str | os.PathLike, seed: int = 0) -> Path:
 
 
 def build_tiny_zoo(root: str | os.PathLike, seed: int = 0) -> dict[str, str]:
-    """Build all three tiny models under ``root/{t2i,clip,llm}``; map each name to its folder."""
+    """Build the tiny models under ``root/{t2i,clip,llm,captioner}``; map names to folders."""
     root = Path(root)
-    builders = {"t2i": build_tiny_sd, "clip": build_tiny_open_clip, "llm": build_tiny_llm}
+    builders = {"t2i": build_tiny_sd, "clip": build_tiny_open_clip, "llm": build_tiny_llm,
+                "captioner": build_tiny_captioner}
     return {name: str(build(root / name, seed=seed)) for name, build in builders.items()}
+
+
+# Captions for the tiny captioner's tokenizer: the kind of text a captioner writes.
+_CAPTION_CORPUS = [
+    "a photo of a handwritten digit on a dark background",
+    "a close up of a bird standing in the water",
+    "a large crane lifting steel beams at a construction site",
+    "a cat sitting on a wooden table next to a cup",
+    "a blurry picture of a white number on black paper",
+    "two people walking a dog along the beach at sunset",
+]
+_CAPTION_SPECIALS = ["<s>", "</s>", "<pad>"]
+
+
+def build_tiny_captioner(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A tiny VisionEncoderDecoderModel (ViT encoder + GPT-2 decoder) for image captioning.
+
+    Saved with its image processor (32 px RGB) and a locally trained byte-level BPE tokenizer,
+    so that ``AutoModelForImageTextToText`` / ``AutoImageProcessor`` / ``AutoTokenizer``
+    load it from the folder like a real captioner (e.g. a ViT-GPT2 or BLIP checkpoint).
+    """
+    from transformers import (
+        GPT2Config,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
+
+    folder = Path(folder)
+    tokenizer = _byte_bpe_tokenizer(_CAPTION_CORPUS, _CAPTION_SPECIALS)
+    encoder = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    decoder = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=64,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    # Generation starts from bos and stops at eos, as in released ViT-GPT2 captioners.
+    config.decoder_start_token_id = tokenizer.bos_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    with _seeded(seed):
+        model = VisionEncoderDecoderModel(config=config)
+    gen = model.generation_config
+    gen.decoder_start_token_id = tokenizer.bos_token_id
+    gen.bos_token_id = tokenizer.bos_token_id
+    gen.eos_token_id = tokenizer.eos_token_id
+    gen.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    processor = ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    processor.save_pretrained(folder)
+    return folder

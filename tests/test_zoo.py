@@ -35,7 +35,7 @@ def test_builders_are_deterministic_and_leave_global_rng_alone(build, tmp_path):
 
 
 def test_build_tiny_zoo_layout(tiny_zoo):
-    assert set(tiny_zoo) == {"t2i", "clip", "llm"}
+    assert set(tiny_zoo) == {"t2i", "clip", "llm", "captioner"}
     for name, folder in tiny_zoo.items():
         assert Path(folder).name == name and Path(folder).is_dir()
 

@@ -1,8 +1,8 @@
 """Backends behind registries, one file each.
 
-``T2I``, ``CLIP``, ``LLM`` and ``CLASSIFIER`` map backend names to factories; the modules
-imported at the bottom register themselves. Use ``create_*(name, **kw)``; an unknown name
-fails with the list of valid ones.
+``T2I``, ``CLIP``, ``LLM``, ``CLASSIFIER`` and ``CAPTIONER`` map backend names to factories;
+the modules imported at the bottom register themselves. Use ``create_*(name, **kw)``; an
+unknown name fails with the list of valid ones.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ T2I = Registry("text-to-image")
 CLIP = Registry("CLIP scorer")
 LLM = Registry("LLM")
 CLASSIFIER = Registry("classifier")
+CAPTIONER = Registry("captioner")
 
 
 def create_t2i(name: str, **kwargs: Any) -> Any:
@@ -33,8 +34,13 @@ def create_classifier(name: str, **kwargs: Any) -> Any:
     return CLASSIFIER.create(name, **kwargs)
 
 
+def create_captioner(name: str, **kwargs: Any) -> Any:
+    return CAPTIONER.create(name, **kwargs)
+
+
 # Registration side effects: each module registers its backend(s).
 from lib.backends import (  # noqa: E402,F401
+    captioner_transformers,
     classifier_timm,
     clip_open_clip,
     llm_openai,
