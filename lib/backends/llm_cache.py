@@ -133,6 +133,11 @@ class CachedLLM:
         self.hits = 0
         self.misses = 0
 
+    @property
+    def source(self) -> str:
+        """Where responses come from ("live", "recorded"), so a CachedLLM can be stacked."""
+        return getattr(self.backend, "source", "live")
+
     def chat(self, messages: list[dict], **sampling: Any) -> str:
         sampling = normalize_sampling(sampling)
         key = cache_key(self.model_id, messages, sampling)

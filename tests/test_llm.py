@@ -1,0 +1,350 @@
+"""The LLM layer: prompts as data, schema parsing, retries, failure log, cache and replay."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+
+import pytest
+import yaml
+
+from lib import llm
+from lib.backends import create_llm
+from lib.backends.llm_cache import CachedLLM, LLMCache, read_jsonl
+from lib.llm import Answer, FailureLog, MalformedAnswer, Request, ask, count_failures
+
+LINES = {"type": "lines", "min_items": 2, "max_chars": 30}
+JSON = {"type": "json_list", "min_items": 2, "max_chars": 30}
+
+
+def example_fields(task: str, prompts: dict | None = None) -> dict:
+    """A value for every field ``task`` takes (a valid key where the field is looked up)."""
+    spec = (prompts or llm.load_prompts())["tasks"][task]
+    names = llm.template_fields(task, prompts)
+    fields = {f: f"<{f}>" for f in names["required"] + names["optional"] if f != "n"}
+    for f in spec.get("lookups") or {}:
+        fields[f] = next(iter(llm.cd_axes(prompts)))
+    return fields
+
+
+class ScriptedChat:
+    """A chat backend that returns canned answers in order and records every call."""
+
+    model_id = "scripted"
+
+    def __init__(self, answers: list[str]):
+        self.answers = list(answers)
+        self.calls: list[dict] = []
+
+    def chat(self, messages, **sampling):
+        self.calls.append({"messages": messages, **sampling})
+        return self.answers[len(self.calls) - 1]
+
+
+# ---------------------------------------------------------------- prompts as data
+def test_every_task_loads_and_renders():
+    prompts = llm.load_prompts()
+    assert {"senses", "contexts", "styles", "word2sen"} <= set(prompts["tasks"])
+    assert {"foreground", "background", "lighting", "viewpoint"} <= set(llm.cd_axes())
+    for task in prompts["tasks"]:
+        fields = example_fields(task)
+        system, user = llm.render(task, n=7, **fields)
+        assert system["role"] == "system" and user["role"] == "user"
+        assert system["content"] and "7" in user["content"]
+        assert "{" not in system["content"] + user["content"]
+
+
+def test_senses_request_is_pinned():
+    """Changing this text changes every cache key: make it a deliberate edit."""
+    messages = llm.render(
+        "senses", name="crane", gloss="a large wading bird", hypernym="wading bird", n=3
+    )
+    assert messages[1]["content"] == (
+        "Class name: crane\nWordNet definition: a large wading bird\nWordNet hypernym: wading "
+        "bird\nList 3 short, distinct descriptions (at most 8 words each) of what this class "
+        "name can refer to in a photo, most likely meaning first. Each description should name "
+        'the thing unambiguously, e.g. "bat, the flying mammal" rather than just "bat". Write '
+        "one description per line, without numbering."
+    )
+    # No WordNet entry (the mini digits): the optional lines vanish instead of reading "None".
+    bare = llm.render("senses", name="one", n=3, gloss=None, hypernym="")[1]["content"]
+    assert bare.startswith("Class name: one\nList 3 short")
+
+
+def test_optional_fragments_and_lookups():
+    per_class = llm.render("styles", n=4, name="cat")[1]["content"]
+    assert "a picture of a cat could" in per_class
+    assert "a picture could" in llm.render("styles", n=4)[1]["content"]
+    lighting = llm.render("contexts", n=4, name="cat", axis="lighting")[1]["content"]
+    assert llm.cd_axes()["lighting"] in lighting
+    with pytest.raises(KeyError, match=r"unknown axis 'smell'.*foreground"):
+        llm.render("contexts", n=4, name="cat", axis="smell")
+
+
+def test_missing_unknown_fields_and_tasks_are_clear():
+    with pytest.raises(KeyError, match=r"task 'word2sen' needs field 'name'"):
+        llm.render("word2sen", n=3)
+    with pytest.raises(KeyError, match=r"'contexts' needs field 'axis'"):
+        llm.render("contexts", n=3, name="cat")
+    with pytest.raises(KeyError, match=r"'word2sen' takes no field\(s\) \['nmae'\]"):
+        llm.render("word2sen", n=3, name="cat", nmae="cat")
+    with pytest.raises(KeyError, match=r"unknown LLM task 'sense'.*'senses'"):
+        llm.render("sense", n=3)
+
+
+def _write(tmp_path, data) -> str:
+    path = tmp_path / "prompts.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.pop("system"), r"'senses': missing \['system'\]"),
+        (lambda t: t.update(schema={"type": "xml"}), r"unknown schema 'xml'.*json_list"),
+        (lambda t: t["schema"].update(min_item=2), r"unknown schema key\(s\) \['min_item'\]"),
+        (lambda t: t["sampling"].update(seed=0), r"must not set a seed"),
+        (lambda t: t["sampling"].update(temp=0.5), r"temp"),
+        (lambda t: t.update(lookups={"axis": "nope"}), r"names no table 'nope'"),
+        (lambda t: t.update(user="{0} and {x.y}"), r"plain names"),
+    ],
+)
+def test_bad_prompt_files_are_refused(tmp_path, edit, message):
+    data = llm.load_prompts()
+    edit(data["tasks"]["senses"])
+    with pytest.raises((ValueError, KeyError), match=message):
+        llm.load_prompts(_write(tmp_path, data))
+
+
+# ---------------------------------------------------------------- schemas
+def test_lines_schema():
+    text = "1. a pencil sketch\n- An oil painting\n\n* a pencil sketch\n2) a watercolour\n"
+    assert llm.parse_answer(LINES, text, 5) == [
+        "a pencil sketch",
+        "An oil painting",
+        "a watercolour",
+    ]
+    assert llm.parse_answer(LINES, text, 2) == ["a pencil sketch", "An oil painting"]
+    assert llm.parse_answer({**LINES, "max_items": 1, "min_items": 1}, text, 5) == [
+        "a pencil sketch"
+    ]
+    # Too long, unprintable and undecodable lines do not count.
+    with pytest.raises(MalformedAnswer, match="1 usable item.*at least 2"):
+        llm.parse_answer(LINES, "a sketch\n" + "x" * 31 + "\nbad\x07\nbad \ufffd\n", 5)
+    with pytest.raises(MalformedAnswer, match="empty answer"):
+        llm.parse_answer(LINES, "  \n", 5)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '["a sketch", "a painting"]',
+        '```json\n["a sketch", "a painting"]\n```',
+        'Here you are:\n```\n["a sketch", "a painting", "a sketch"]\n```\nEnjoy!',
+        'Sure! ["a sketch", "a painting"]',
+        '```json\n["a sketch", "a painting"]',  # fence cut off by max_new_tokens
+    ],
+)
+def test_json_list_schema_tolerates_fences(text):
+    assert llm.parse_answer(JSON, text, 5) == ["a sketch", "a painting"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a sketch\na painting", "not a JSON array"),
+        ('{"styles": ["a sketch"]}', "JSON dict, not an array"),
+        ('["a sketch", 3]', "non-strings"),
+        ('["a sketch", "two\\nlines"]', "1 usable item"),
+    ],
+)
+def test_json_list_schema_refuses_malformed(text, message):
+    with pytest.raises(MalformedAnswer, match=message):
+        llm.parse_answer(JSON, text, 5)
+
+
+# ---------------------------------------------------------------- retries and failures
+def test_malformed_answer_is_retried_with_next_seed():
+    chat = ScriptedChat(["", "only one", "a sketch\na painting\nan etching"])
+    answer = ask(chat, "styles", {}, n=3, sampling={"seed": 40}, max_retries=2, failures=None)
+    assert answer == Answer(
+        value=["a sketch", "a painting", "an etching"],
+        attempts=3,
+        failed=False,
+        raw=["", "only one", "a sketch\na painting\nan etching"],
+    )
+    assert [c["seed"] for c in chat.calls] == [40, 41, 42]
+    # The task's default sampling, with the caller's overrides, on every attempt.
+    defaults = llm.load_prompts()["tasks"]["styles"]["sampling"]
+    assert all(c["temperature"] == defaults["temperature"] for c in chat.calls)
+    assert all(c["messages"] == chat.calls[0]["messages"] for c in chat.calls)
+
+
+def test_failure_is_recorded_counted_and_returned_empty(tmp_path):
+    log = FailureLog(tmp_path / "logs" / "llm_failures.jsonl")
+    assert count_failures(log.path) == 0
+    chat = ScriptedChat(["nope", "", "still one"])
+    fields = {"name": "crane", "axis": "viewpoint"}
+    answer = ask(
+        chat,
+        "contexts",
+        fields,
+        n=4,
+        sampling={"seed": 7, "temperature": 0.5},
+        max_retries=2,
+        failures=log,
+    )
+    assert answer.failed and answer.value == [] and answer.attempts == 3
+    assert answer.raw == ["nope", "", "still one"]
+    assert answer.reason.startswith("attempt 1: 1 usable item(s), need at least 2")
+    assert "attempt 2: empty answer" in answer.reason
+    [entry] = log.read()
+    assert count_failures(log.path) == log.count() == 1
+    assert entry["task"] == "contexts" and entry["fields"] == fields and entry["n"] == 4
+    assert entry["raw"] == answer.raw and entry["reason"] == answer.reason
+    assert entry["model"] == "scripted" and entry["sampling"]["temperature"] == 0.5
+    ask(chat.__class__(["x"]), "styles", {}, n=2, sampling={"seed": 0}, max_retries=0, failures=log)
+    assert count_failures(log.path) == 2
+
+
+def test_ask_checks_its_arguments():
+    chat = ScriptedChat(["a\nb"])
+    with pytest.raises(ValueError, match="explicit seed"):
+        ask(chat, "styles", {}, n=2, sampling={}, max_retries=0, failures=None)
+    with pytest.raises(KeyError, match="temprature"):
+        ask(
+            chat,
+            "styles",
+            {},
+            n=2,
+            sampling={"seed": 0, "temprature": 1},
+            max_retries=0,
+            failures=None,
+        )
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        ask(chat, "styles", {}, n=0, sampling={"seed": 0}, max_retries=0, failures=None)
+    with pytest.raises(KeyError, match="pass n as"):
+        ask(chat, "styles", {"n": 2}, n=2, sampling={"seed": 0}, max_retries=0, failures=None)
+    assert chat.calls == []
+
+
+def test_torn_line_does_not_swallow_the_next_record(tmp_path):
+    log = FailureLog(tmp_path / "f.jsonl")
+    log.path.write_text('{"task": "sen')  # a writer died mid-line
+    log.record({"task": "styles"})
+    assert log.path.read_text().splitlines()[1] == '{"task": "styles"}'
+    assert count_failures(log.path) == 2
+    with pytest.raises(ValueError, match=r"f.jsonl:1: not a failure record"):
+        log.read()
+
+
+def _append_many(path: str, worker: int, n: int) -> None:
+    log = FailureLog(path)
+    for i in range(n):
+        # Larger than PIPE_BUF (4 KiB), where a plain unlocked write could interleave.
+        log.record({"worker": worker, "i": i, "raw": [f"{worker}" * 6000]})
+
+
+def test_failure_log_from_two_processes_keeps_every_line(tmp_path):
+    path = str(tmp_path / "shared.jsonl")
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_append_many, args=(path, w, 100)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    records = FailureLog(path).read()
+    assert count_failures(path) == len(records) == 200
+    assert sorted((r["worker"], r["i"]) for r in records) == [
+        (w, i) for w in range(2) for i in range(100)
+    ]
+    assert all(r["raw"] == [str(r["worker"]) * 6000] for r in records)
+
+
+# ---------------------------------------------------------------- cache and replay
+def test_second_identical_ask_is_served_by_the_cache(tmp_path):
+    chat = ScriptedChat(["bad", "a sketch\na painting"])
+    cached = CachedLLM(chat, LLMCache(tmp_path / "c.sqlite"))
+    kw = {"n": 2, "sampling": {"seed": 3}, "max_retries": 2, "failures": None}
+    first = ask(cached, "styles", {"name": "cat"}, **kw)
+    assert first.attempts == 2 and len(chat.calls) == 2
+    again = ask(cached, "styles", {"name": "cat"}, **kw)
+    assert again == first and len(chat.calls) == 2 and cached.hits == 2
+    assert len(cached.cache) == 2  # one record per attempt: seeds 3 and 4
+
+
+def test_record_then_replay_gives_the_same_answers(tmp_path):
+    chat = ScriptedChat(["a sketch\na painting", "junk", "", "also junk"])
+    unrelated = CachedLLM(ScriptedChat(["x"] * 9), LLMCache(tmp_path / "big.sqlite"))
+    unrelated.chat([{"role": "user", "content": "not part of the recording"}])
+    requests = [
+        Request("styles", {}, 2, {"seed": 1}),
+        {
+            "task": "word2sen",
+            "fields": {"name": "cat"},
+            "n": 3,
+            "sampling": {"seed": 5},
+            "max_retries": 2,
+        },
+    ]
+    out = tmp_path / "recorded.jsonl"
+    log = FailureLog(tmp_path / "failures.jsonl")
+    recorded = llm.record(chat, requests, out, failures=log)
+    assert [a.failed for a in recorded] == [False, True] and log.count() == 1
+    assert len(read_jsonl(out)) == 4  # every attempt, nothing else
+
+    replay = create_llm("recorded", path=str(out), model="scripted")
+    again = [
+        ask(
+            replay,
+            r.task,
+            r.fields,
+            n=r.n,
+            sampling=r.sampling,
+            max_retries=r.max_retries,
+            failures=None,
+        )
+        for r in [requests[0], Request(**requests[1])]
+    ]
+    assert again == recorded
+    # Through a cache, replayed records are labelled as such.
+    cached = CachedLLM(replay, LLMCache(tmp_path / "replayed.sqlite"))
+    ask(cached, "styles", {}, n=2, sampling={"seed": 1}, max_retries=2, failures=None)
+    assert [r["source"] for _, r in cached.cache.items()] == ["recorded"]
+    # A request that was never recorded fails loudly instead of counting as malformed.
+    with pytest.raises(KeyError, match="no recorded response"):
+        ask(replay, "styles", {}, n=2, sampling={"seed": 2}, max_retries=2, failures=log)
+    assert log.count() == 1
+
+
+# ---------------------------------------------------------------- the tiny real LLM
+def test_tiny_transformers_llm_end_to_end(tiny_zoo, tmp_path):
+    """Random weights write random text: only the plumbing is asserted, not the content."""
+    chat = create_llm("transformers", model=tiny_zoo["llm"])
+    cached = CachedLLM(chat, LLMCache(tmp_path / "c.sqlite"))
+    log = FailureLog(tmp_path / "failures.jsonl")
+    sampling = {"seed": 0, "max_new_tokens": 16}
+    answer = ask(
+        cached,
+        "senses",
+        {"name": "crane", "gloss": "a wading bird"},
+        n=3,
+        sampling=sampling,
+        max_retries=1,
+        failures=log,
+    )
+    assert isinstance(answer, Answer) and all(isinstance(v, str) for v in answer.value)
+    assert len(answer.raw) == answer.attempts == cached.misses and 1 <= answer.attempts <= 2
+    assert answer.failed == (answer.value == []) == (log.count() == 1)
+
+    # A JSON answer from random weights is malformed: every attempt is made and logged.
+    prompts = llm.load_prompts()
+    prompts["tasks"]["styles"]["schema"] = {"type": "json_list"}
+    answer = ask(
+        cached, "styles", {}, n=3, sampling=sampling, max_retries=2, failures=log, prompts=prompts
+    )
+    assert answer.failed and answer.value == [] and answer.attempts == 3
+    assert json.loads(log.path.read_text().splitlines()[-1])["raw"] == answer.raw
+    assert count_failures(log.path) >= 1
