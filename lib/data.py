@@ -2,7 +2,7 @@
 
 Real datasets live under the DVC-tracked ``data/`` root in ImageFolder layout
 (``<dataset>/<class_id>/<image>`` or ``<dataset>/{train,val}/<class_id>/<image>``) with an
-optional ``classes.tsv`` (``class_id<TAB>name``). The stages keep *manifests* of the splits,
+optional ``classes.tsv`` (``class_id<TAB>name[<TAB>gloss[<TAB>hypernyms]]``). The stages keep *manifests* of the splits,
 never copies. Out-of-distribution sets are corruptions of the val split, applied when the
 images are loaded, seeded per image id.
 """
@@ -38,7 +38,11 @@ def materialize_digits(dest: str | Path) -> int:
     digits = load_digits()
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    rows = [f"{i}\t{name}" for i, name in enumerate(DIGIT_NAMES)]
+    # Glosses and hypernyms written for this project (the digits have no WordNet ids).
+    rows = ["# class_id\tname\tgloss\thypernyms"] + [
+        f"{i}\t{name}\tthe digit {i}, a handwritten numeral\tdigit;numeral;symbol"
+        for i, name in enumerate(DIGIT_NAMES)
+    ]
     _write_if_changed(dest / "classes.tsv", ("\n".join(rows) + "\n").encode())
     pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
     for index, (img, label) in enumerate(zip(pixels, digits.target)):
@@ -57,16 +61,25 @@ def _write_if_changed(path: Path, data: bytes) -> None:
 
 # -- class sets and splits ---------------------------------------------------------------
 
-def read_class_names(dataset: Path, class_ids: list[str]) -> dict[str, str]:
-    """Names from ``classes.tsv`` when present, else the folder names."""
-    names = {c: c for c in class_ids}
+CLASS_COLUMNS = ("name", "gloss", "hypernyms")
+
+
+def read_class_table(dataset: Path, class_ids: list[str]) -> pd.DataFrame:
+    """Per class id: name, gloss and hypernym chain (";"-joined, nearest first).
+
+    From ``classes.tsv`` (``class_id<TAB>name[<TAB>gloss[<TAB>hypernyms]]``) when present;
+    a class missing there is named by its folder, with no gloss or hypernyms.
+    """
+    table = {c: {"name": c, "gloss": "", "hypernyms": ""} for c in class_ids}
     tsv = dataset / "classes.tsv"
     if tsv.exists():
         for line in tsv.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                cid, _, name = line.partition("\t")
-                names[cid] = name.strip() or cid
-    return names
+            if line.strip() and not line.startswith("#"):
+                cid, *fields = line.split("\t")
+                if cid in table:
+                    for col, value in zip(CLASS_COLUMNS, fields):
+                        table[cid][col] = value.strip() or table[cid][col]
+    return pd.DataFrame.from_dict(table, orient="index").rename_axis("class_id").reset_index()
 
 
 def scan_imagefolder(folder: Path) -> pd.DataFrame:
@@ -119,10 +132,8 @@ def build_splits(
     cap = images["split"].map({"train": train_per_class, "val": val_per_class})
     images = images[cap.isna() | (rank < cap.fillna(0))]
     ids = sorted(images["class_id"].unique())
-    names = read_class_names(dataset, ids)
-    classes = pd.DataFrame(
-        {"label": range(len(ids)), "class_id": ids, "name": [names[c] for c in ids]}
-    )
+    classes = read_class_table(dataset, ids)
+    classes.insert(0, "label", range(len(ids)))
     images["label"] = images["class_id"].map(dict(zip(ids, range(len(ids)))))
     cols = ["image_id", "path", "class_id", "label", "split"]
     return classes, images[cols].sort_values(["split", "path"]).reset_index(drop=True)

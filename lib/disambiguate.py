@@ -1,10 +1,12 @@
 """Class-name disambiguation: LLM-proposed candidates scored by CLIP against real images.
 
-For each class the LLM proposes up to K short descriptions of what the name refers to; the
-class name itself is always candidate 0. CLIP embeds N real training images per class and
-every candidate. The rule (a parameter, ``distinct_weight`` = w):
+For each class the LLM proposes up to K short descriptions of what the name refers to (task
+``senses`` in lib/resources/llm_prompts.yaml); the class name itself is always candidate 0.
+CLIP embeds N real training images per class, and each candidate t is embedded either as text
+(mode ``clip``) or as the mean embedding of a few images generated from t (mode
+``generate``). The rule (a parameter, ``distinct_weight`` = w):
 
-    score(c, t) = mean_i cos(image_i of c, t) - w * max_{c' != c} mean_i cos(image_i of c', t)
+    score(c, t) = mean_i cos(image_i of c, e(t)) - w * max_{c' != c} mean_i cos(image_i of c', e(t))
 
 rewards a text that matches its own class's images and penalises one that matches another
 class's images as well. Winners are assigned greedily by score across all classes so that two
@@ -18,20 +20,8 @@ import re
 import numpy as np
 import pandas as pd
 
-# The request sent to the LLM: data, not code scattered around.
-SYSTEM = "You are a careful lexicographer. Answer with one short description per line."
-USER = (
-    "Class name: {name}\n"
-    "List {k} short, distinct descriptions (at most 8 words each) of what this name can refer "
-    "to in a photo."
-)
-
 # A leading bullet, or a list number followed by a space ("2. x", "3) x"; not "2.5 mm").
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]\s*|\d+[.)]\s+)")
-
-
-def request(name: str, k: int) -> list[dict]:
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER.format(name=name, k=k)}]
 
 
 def parse_candidates(text: str, k: int, max_chars: int = 80) -> list[str]:
@@ -83,18 +73,24 @@ def score_candidates(
 
 
 def pick_winners(scored: pd.DataFrame) -> pd.DataFrame:
-    """One text per class, best score first, never the same text for two classes."""
+    """One text per class, best score first, never the same text for two classes.
+
+    Exactly one row per class is marked ``winner`` (the first of equal rows, should a class
+    list the same text twice).
+    """
+    scored = scored.reset_index(drop=True)
     taken: set[str] = set()
-    winners: dict[str, str] = {}
-    for row in scored.sort_values(["score", "class_id"], ascending=[False, True]).itertuples():
+    chosen: dict[str, int] = {}
+    order = scored.sort_values(["score", "class_id"], ascending=[False, True], kind="stable")
+    for index, row in zip(order.index, order.itertuples(index=False)):
         key = row.text.strip().lower()
-        if row.class_id in winners or key in taken:
+        if row.class_id in chosen or key in taken:
             continue
-        winners[row.class_id] = row.text
+        chosen[row.class_id] = index
         taken.add(key)
-    missing = sorted(set(scored["class_id"]) - set(winners))
+    missing = sorted(set(scored["class_id"]) - set(chosen))
     if missing:
         raise ValueError(f"no distinct prompt name left for class(es) {', '.join(missing)}")
     out = scored.copy()
-    out["winner"] = [winners[c] == t for c, t in zip(out["class_id"], out["text"])]
+    out["winner"] = out.index.isin(list(chosen.values()))
     return out

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lib.data import CORRUPTIONS, build_splits, corrupt, materialize_digits
+from lib.data import CORRUPTIONS, build_splits, corrupt, materialize_digits, read_class_table
 
 NUM_DIGITS = 1797
 
@@ -58,8 +58,10 @@ def test_digits_layout_and_class_names(digits_dir: Path) -> None:
     expected = np.bincount(load_digits().target, minlength=10)
     assert per_class == {str(i): int(n) for i, n in enumerate(expected)}
     names = "zero one two three four five six seven eight nine".split()
-    tsv = (digits_dir / "classes.tsv").read_text(encoding="utf-8")
-    assert tsv == "".join(f"{i}\t{name}\n" for i, name in enumerate(names))
+    table = read_class_table(digits_dir, [str(i) for i in range(10)])
+    assert table["name"].tolist() == names
+    assert table["gloss"][3] == "the digit 3, a handwritten numeral"
+    assert (table["hypernyms"] == "digit;numeral;symbol").all()
 
 
 def test_digits_bytes_identical_across_runs(digits_dir: Path, tmp_path: Path) -> None:
@@ -174,12 +176,18 @@ def test_cap_on_one_split_only(tmp_path: Path) -> None:
 def test_labels_sorted_and_names_from_tsv(tmp_path: Path) -> None:
     dataset = tmp_path / "toy"
     make_flat(dataset, {"zebra": 8, "ant": 8, "moth": 8})
-    (dataset / "classes.tsv").write_text("ant\tsmall ant\nzebra\tplains zebra\n", encoding="utf-8")
+    (dataset / "classes.tsv").write_text(
+        "# class_id, name, gloss, hypernyms\nant\tsmall ant\tan insect\tinsect;animal\n"
+        "zebra\tplains zebra\n",
+        encoding="utf-8",
+    )
     classes, images = build_splits(dataset, tmp_path, **SPLIT_KW)
     assert classes.to_dict("list") == {
         "label": [0, 1, 2],
         "class_id": ["ant", "moth", "zebra"],
         "name": ["small ant", "moth", "plains zebra"],  # moth has no row: its folder name
+        "gloss": ["an insect", "", ""],
+        "hypernyms": ["insect;animal", "", ""],
     }
     expected = {"ant": 0, "moth": 1, "zebra": 2}
     assert (images["label"] == images["class_id"].map(expected)).all()

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.disambiguate import parse_candidates, pick_winners, request, score_candidates
+from lib.disambiguate import parse_candidates, pick_winners, score_candidates
 
 # -- parse_candidates --------------------------------------------------------------------
 
@@ -66,13 +66,6 @@ def test_parse_keeps_leading_decimal() -> None:
         "3.5 inch floppy disk",
         "35mm film",
     ]
-
-
-def test_request_names_class_and_k() -> None:
-    messages = request("crane", 4)
-    assert [m["role"] for m in messages] == ["system", "user"]
-    assert "Class name: crane" in messages[1]["content"]
-    assert "List 4 short" in messages[1]["content"]
 
 
 # -- score_candidates --------------------------------------------------------------------

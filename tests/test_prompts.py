@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
 import pytest
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-from lib.prompts import STRATEGIES, build_manifest, classname, targets_per_class, templates
+from lib.prompts import STRATEGIES, ClassTexts, MissingInput, build_manifest, targets_per_class
+from lib.seeding import numpy_rng
 from lib.shards import check_id
 
 SHARD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -29,24 +31,71 @@ def make_classes() -> pd.DataFrame:
     )
 
 
-def test_classname_is_the_name() -> None:
-    assert classname("tabby cat", 0) == ("tabby cat", "")
-    assert classname("tabby cat", 12345) == ("tabby cat", "")
+TEXTS = ClassTexts(
+    class_id="n01",
+    name="crane bird",
+    gloss="large long-necked wading bird",
+    hypernym="wading bird",
+    sentences=("A crane bird stands in a marsh.", "Two crane birds fly over a field."),
+    captions=("a bird standing in water",),
+    contexts={"background": ("in a misty marsh", "on a frozen lake"),
+              "lighting": ("at golden hour",),
+              "viewpoint": ("seen from below",)},
+    styles=("a pencil sketch", "an oil painting"),
+)
 
 
-def test_templates_golden() -> None:
+def run(strategy: str, item: str = "x", sd_ratio: float = 0.5) -> tuple[str, dict]:
+    return STRATEGIES[strategy](TEXTS, numpy_rng(0, "prompt", item), sd_ratio)
+
+
+def test_golden_strings_of_the_fixed_strategies() -> None:
+    assert run("classname") == ("crane bird", {})
+    assert run("description") == ("crane bird, large long-necked wading bird",
+                                  {"gloss": "large long-necked wading bird"})
+    assert run("hypernym") == ("crane bird, a type of wading bird", {"hypernym": "wading bird"})
+
+
+def test_templates_are_clips_80() -> None:
     assert len(OPENAI_IMAGENET_TEMPLATES) == 80
-    assert templates("goldfish", 0) == ("a bad photo of a goldfish.", "template:0")
-    assert templates("goldfish", 1) == ("a photo of many goldfish.", "template:1")
-    assert templates("goldfish", 80) == ("a bad photo of a goldfish.", "template:0")
-    assert templates("goldfish", 2**62 + 3) == (
-        OPENAI_IMAGENET_TEMPLATES[(2**62 + 3) % 80]("goldfish"),
-        f"template:{(2**62 + 3) % 80}",
-    )
-    for i, template in enumerate(OPENAI_IMAGENET_TEMPLATES):
-        prompt, parts = templates("goldfish", i)
-        assert (prompt, parts) == (template("goldfish"), f"template:{i}")
-        assert "goldfish" in prompt
+    seen = set()
+    for item in range(200):
+        prompt, parts = run("templates", str(item))
+        assert prompt == OPENAI_IMAGENET_TEMPLATES[parts["template"]]("crane bird")
+        seen.add(parts["template"])
+    assert len(seen) > 60  # 200 draws from 80 templates
+    assert OPENAI_IMAGENET_TEMPLATES[0]("goldfish") == "a bad photo of a goldfish."
+
+
+def test_llm_and_caption_strategies_use_their_texts() -> None:
+    prompt, parts = run("word2sen")
+    assert prompt == TEXTS.sentences[parts["sentence"]]
+    prompt, parts = run("captions")
+    assert prompt == "crane bird, a bird standing in water" and parts == {"caption": 0}
+    prompt, parts = run("sd")
+    assert prompt == f"{TEXTS.styles[parts['style']]} of crane bird"
+    prompt, parts = run("cd")
+    axes = sorted(parts["contexts"])
+    assert len(axes) == 2 and set(axes) <= set(TEXTS.contexts)
+    phrases = [TEXTS.contexts[a][parts["contexts"][a]] for a in axes]
+    assert prompt == "a photo of crane bird, " + ", ".join(phrases)
+
+
+def test_cdsd_mixing_ratio() -> None:
+    modes = [run("cdsd", str(i), sd_ratio=0.25)[1]["mode"] for i in range(400)]
+    assert 0.18 < modes.count("sd") / 400 < 0.32
+    assert {run("cdsd", str(i), sd_ratio=0.0)[1]["mode"] for i in range(50)} == {"cd"}
+    assert {run("cdsd", str(i), sd_ratio=1.0)[1]["mode"] for i in range(50)} == {"sd"}
+
+
+def test_missing_inputs_fail_naming_the_class() -> None:
+    bare = ClassTexts("n07", "kite")
+    for strategy in ("description", "hypernym", "word2sen", "captions", "cd", "sd", "cdsd"):
+        with pytest.raises(MissingInput, match="class 'n07' \\(kite\\) has no"):
+            STRATEGIES[strategy](bare, numpy_rng(0, "x"), 0.5)
+    classes = make_classes()
+    with pytest.raises(ValueError, match="prompt strategies lack their inputs: sd: class 'n01'"):
+        build_manifest(classes, pd.Series({"n01": 2, "n02": 2, "n03": 2}), ["sd"], seed=0)
 
 
 def test_targets_per_class() -> None:
@@ -79,7 +128,7 @@ def test_manifest_rows_per_class_and_columns() -> None:
         "strategy": "classname",
         "prompt": "crane bird",
         "negative_prompt": "blurry",
-        "parts": "",
+        "parts": "{}",
     }
     assert (manifest["negative_prompt"] == "blurry").all()
     assert manifest["class_name"].tolist() == ["crane"] * 5 + ["tench"] * 2 + ["mouse"] * 4
@@ -108,10 +157,9 @@ def test_manifest_round_robin_and_ids() -> None:
         assert check_id(sample_id) == sample_id
     for row in manifest.itertuples():
         if row.strategy == "classname":
-            assert (row.prompt, row.parts) == (row.prompt_name, "")
+            assert (row.prompt, row.parts) == (row.prompt_name, "{}")
         else:
-            index = int(row.parts.removeprefix("template:"))
-            assert row.parts == f"template:{index}"
+            index = json.loads(row.parts)["template"]
             assert row.prompt == OPENAI_IMAGENET_TEMPLATES[index](row.prompt_name)
 
 
@@ -159,8 +207,8 @@ def test_unknown_strategy_error_lists_valid() -> None:
     classes = make_classes()
     targets = pd.Series({"n01": 2})
     valid = ", ".join(STRATEGIES)
-    assert valid == "classname, templates"
+    assert valid.startswith("classname, description, hypernym, templates")
     with pytest.raises(ValueError, match=re.escape(f"['llm_rewrite']; valid: {valid}")):
         build_manifest(classes, targets, ["classname", "llm_rewrite"], seed=0)
-    with pytest.raises(ValueError, match="valid: classname, templates"):
+    with pytest.raises(ValueError, match="valid: classname, description"):
         build_manifest(classes, targets, [], seed=0)

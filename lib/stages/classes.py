@@ -4,10 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from lib import data
+import pandas as pd
+
+from lib import classsets, data
 from lib.config import ClassesConfig
 from lib.io import write_json, write_parquet
 from lib.metrics import write_metrics
+
+
+def with_wordnet(classes: pd.DataFrame) -> pd.DataFrame:
+    """Fill name, gloss and hypernyms of ImageNet classes (folders named by WordNet id) that
+    ``classes.tsv`` left empty, from the shipped ImageNet-1k table (lib/classsets.py)."""
+    table = classsets.load("imagenet1k").set_index("wnid")
+    out = classes.copy()
+    known = out["class_id"].isin(table.index) & (out["gloss"] == "")
+    for col in ("gloss", "hypernyms"):
+        out.loc[known, col] = out.loc[known, "class_id"].map(table[col])
+    unnamed = known & (out["name"] == out["class_id"])
+    out.loc[unnamed, "name"] = out.loc[unnamed, "class_id"].map(table["name"])
+    return out
+
+
+def restrict(classes: pd.DataFrame, images: pd.DataFrame, keep, subset: str):
+    """Only the classes in ``keep`` (relabelled 0..C-1 in class-id order); an id of the subset
+    that the dataset lacks is an error naming it."""
+    keep = set(keep)
+    unknown = sorted(keep - set(classes["class_id"]))
+    if unknown:
+        raise ValueError(f"class set {subset!r}: {len(unknown)} class id(s) not in the dataset, "
+                         f"e.g. {', '.join(unknown[:5])}")
+    classes = classes[classes["class_id"].isin(keep)].reset_index(drop=True)
+    classes["label"] = range(len(classes))
+    images = images[images["class_id"].isin(keep)].copy()
+    images["label"] = images["class_id"].map(dict(zip(classes["class_id"], classes["label"])))
+    return classes, images.reset_index(drop=True)
 
 
 def run(cfg: ClassesConfig) -> dict[str, Any]:
@@ -25,8 +55,11 @@ def run(cfg: ClassesConfig) -> dict[str, Any]:
         val_per_class=cfg.val_per_class,
         seed=cfg.common.seed,
     )
+    if cfg.subset:
+        classes, images = restrict(classes, images, classsets.load(cfg.subset)["wnid"], cfg.subset)
     if classes.empty:
         raise ValueError(f"{dataset} holds no classes")
+    classes = with_wordnet(classes)
     out = cfg.path("classes")
     write_parquet(out / "classes.parquet", classes)
     write_parquet(out / "images.parquet", images)

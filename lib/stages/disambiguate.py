@@ -1,90 +1,190 @@
-"""Stage ``disambiguate``: an LLM proposes senses per class, CLIP picks the prompt name."""
+"""Stage ``disambiguate``: everything the study asks of the LLM and the captioner, and the
+class names CLIP picks.
+
+1. senses: per class the LLM proposes candidate descriptions (with the WordNet gloss and
+   hypernym in the request); CLIP scores them against real training images (mode ``clip``:
+   candidate texts; mode ``generate``: images generated from each candidate) and the winner
+   becomes the class's prompt name (lib/disambiguate.py has the rule).
+2. the texts the prompt strategies are built from: CD contexts per class and axis, SD styles
+   (global), word2sen sentences per class, and captions of real training images.
+
+Every LLM call goes through the persistent cache (``llm_cache``); malformed answers are
+retried ``max_retries`` times, then logged to ``failures.jsonl`` and counted in the metrics.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
 from lib import disambiguate as dis
-from lib.backends import create_clip, create_llm
+from lib import llm as llm_lib
+from lib.backends import create_captioner, create_clip, create_llm, create_t2i
 from lib.backends.llm_cache import CachedLLM, LLMCache
 from lib.config import DisambiguateConfig
 from lib.io import write_parquet
 from lib.metrics import write_metrics
+from lib.seeding import seed_for
+
+MODES = ("clip", "generate")
 
 
 def make_llm(cfg: DisambiguateConfig) -> CachedLLM:
     """The configured chat backend behind the persistent answer cache."""
-    kwargs: dict[str, Any] = {"model": cfg.resolve_model(cfg.llm_model)}
     if cfg.llm_backend == "openai":
-        kwargs = {"model": cfg.llm_model, "base_url": cfg.llm_base_url}
+        kwargs: dict[str, Any] = {"model": cfg.llm_model, "base_url": cfg.llm_base_url}
     elif cfg.llm_backend == "recorded":
-        kwargs = {"model": cfg.llm_model, "path": str(cfg.root / (cfg.llm_recorded or ""))}
+        if not cfg.llm_recorded:
+            raise ValueError("disambiguate.llm_backend=recorded needs llm_recorded (a JSONL file)")
+        kwargs = {"model": cfg.llm_model, "path": str(cfg.root / cfg.llm_recorded)}
     else:
-        kwargs["device"] = cfg.common.device
+        kwargs = {"model": cfg.resolve_model(cfg.llm_model), "device": cfg.common.device}
     backend = create_llm(cfg.llm_backend, **kwargs)
     # Cache keys name the model as params.yaml does, not by this machine's absolute path.
     backend.model_id = cfg.llm_model
     return CachedLLM(backend, LLMCache(cfg.root / cfg.llm_cache))
 
 
-def propose(cfg: DisambiguateConfig, classes: pd.DataFrame, llm: CachedLLM) -> pd.DataFrame:
-    """Candidate texts per class: the class name, then the LLM's parsed proposals."""
-    sampling = {"temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
-                "seed": cfg.common.seed}
+def requests(cfg: DisambiguateConfig, classes: pd.DataFrame) -> Iterator[tuple[str, str, llm_lib.Request]]:
+    """Every LLM request of the stage as ``(class_id or "", axis or "", Request)``.
+
+    Seeds derive from (llm_seed, task, class, axis), so an answer never depends on order.
+    The recorded answer sets are built from the same function (lib/recorded.py).
+    """
+    def req(task: str, fields: dict, n: int, *key: str) -> llm_lib.Request:
+        seed = seed_for(cfg.llm_seed, task, *key) % 2**31
+        return llm_lib.Request(task, fields, n, {"seed": seed}, cfg.max_retries)
+
+    for c in classes.itertuples():
+        hypernym = c.hypernyms.split(";")[0] if c.hypernyms else ""
+        yield c.class_id, "", req("senses", {"name": c.name, "gloss": c.gloss,
+                                             "hypernym": hypernym}, cfg.num_candidates, c.class_id)
+        for axis in cfg.cd_axes:
+            yield c.class_id, axis, req("contexts", {"name": c.name, "axis": axis},
+                                        cfg.contexts_per_axis, c.class_id, axis)
+        yield c.class_id, "", req("word2sen", {"name": c.name}, cfg.sentences_per_class,
+                                  c.class_id)
+    yield "", "", req("styles", {}, cfg.num_styles)
+
+
+def ask_all(cfg: DisambiguateConfig, classes: pd.DataFrame, llm: CachedLLM,
+            failures: llm_lib.FailureLog) -> pd.DataFrame:
+    """All LLM answers as rows (task, class_id, axis, index, text, failed)."""
     rows = []
-    for c in tqdm(classes.itertuples(), total=len(classes), desc="LLM candidates",
-                  disable=not cfg.common.progress):
-        answer = llm.chat(dis.request(c.name, cfg.num_candidates), **sampling)
-        parsed = [t for t in dis.parse_candidates(answer, cfg.num_candidates)
-                  if t.lower() != c.name.lower()]
-        rows.append((c.class_id, c.name, "class name", c.name))
-        rows += [(c.class_id, c.name, "llm", t) for t in parsed]
-    return pd.DataFrame(rows, columns=["class_id", "name", "source", "text"])
+    reqs = list(requests(cfg, classes))
+    for class_id, axis, r in tqdm(reqs, desc="LLM", disable=not cfg.common.progress):
+        answer = llm_lib.ask(llm, r.task, r.fields, n=r.n, sampling=r.sampling,
+                             max_retries=r.max_retries, failures=failures)
+        if answer.failed:
+            rows.append((r.task, class_id, axis, -1, "", True))
+        rows += [(r.task, class_id, axis, i, t, False) for i, t in enumerate(answer.value)]
+    return pd.DataFrame(rows, columns=["task", "class_id", "axis", "index", "text", "failed"])
 
 
-def real_images(cfg: DisambiguateConfig, images: pd.DataFrame) -> dict[str, list[Image.Image]]:
+def real_images(cfg: DisambiguateConfig, images: pd.DataFrame, n: int) -> dict[str, list[Image.Image]]:
     train = images[images["split"] == "train"].sort_values("path")
-    picked = train.groupby("class_id", sort=True).head(cfg.images_per_class)
     out: dict[str, list[Image.Image]] = {}
-    for r in picked.itertuples():
+    for r in train.groupby("class_id", sort=True).head(n).itertuples():
         with Image.open(cfg.root / r.path) as im:
             out.setdefault(r.class_id, []).append(im.convert("RGB"))
     return out
 
 
+def candidate_embeddings(cfg: DisambiguateConfig, clip: Any, texts: list[str]) -> np.ndarray:
+    """Text embeddings (mode clip) or mean embeddings of images generated from each text."""
+    if cfg.mode == "clip":
+        return clip.encode_texts(texts).numpy()
+    t2i = create_t2i("diffusers", model=cfg.resolve_model(cfg.gen_model), device=cfg.common.device)
+    k = cfg.gen_images_per_candidate
+    out = []
+    for text in tqdm(texts, desc="generate candidates", disable=not cfg.common.progress):
+        seeds = [seed_for(cfg.common.seed, "disambiguate", text, i) for i in range(k)]
+        images, _ = t2i.generate([text] * k, None, seeds, steps=cfg.gen_steps,
+                                 guidance_scale=cfg.gen_guidance, height=cfg.gen_size,
+                                 width=cfg.gen_size)
+        emb = clip.encode_images(images).numpy().mean(axis=0)
+        out.append(emb / max(np.linalg.norm(emb), 1e-12))
+    return np.stack(out)
+
+
+def choose_names(cfg: DisambiguateConfig, classes: pd.DataFrame, answers: pd.DataFrame,
+                 per_class: dict[str, list[Image.Image]], clip: Any) -> pd.DataFrame:
+    senses = answers[(answers["task"] == "senses") & ~answers["failed"]]
+    rows = []
+    for c in classes.itertuples():
+        rows.append((c.class_id, c.name, "class name", c.name))
+        proposed = senses[senses["class_id"] == c.class_id]["text"]
+        rows += [(c.class_id, c.name, "llm", t) for t in proposed if t.lower() != c.name.lower()]
+    candidates = pd.DataFrame(rows, columns=["class_id", "name", "source", "text"])
+    image_emb = {cid: clip.encode_images(ims).numpy() for cid, ims in
+                 tqdm(per_class.items(), desc="CLIP real images", disable=not cfg.common.progress)}
+    cand_emb = candidate_embeddings(cfg, clip, candidates["text"].tolist())
+    return dis.pick_winners(dis.score_candidates(image_emb, candidates, cand_emb,
+                                                 cfg.distinct_weight))
+
+
+def captions(cfg: DisambiguateConfig, images: pd.DataFrame) -> pd.DataFrame:
+    """Captions of real training images per class (none when no captioner is configured)."""
+    cols = ["task", "class_id", "axis", "index", "text", "failed"]
+    if not cfg.captioner_model or cfg.captions_per_class == 0:
+        return pd.DataFrame(columns=cols)
+    captioner = create_captioner(cfg.captioner_backend,
+                                 model=cfg.resolve_model(cfg.captioner_model),
+                                 device=cfg.common.device)
+    rows = []
+    per_class = real_images(cfg, images, cfg.captions_per_class)
+    for class_id, ims in tqdm(per_class.items(), desc="captions", disable=not cfg.common.progress):
+        texts = captioner.caption(ims, seed=cfg.common.seed)
+        kept = [t.strip() for t in texts if t.strip() and t.isprintable() and "\ufffd" not in t]
+        rows += [("captions", class_id, "", i, t, False) for i, t in enumerate(kept)]
+        rows += [("captions", class_id, "", -1, "", True)] * (len(texts) - len(kept))
+    return pd.DataFrame(rows, columns=cols)
+
+
 def run(cfg: DisambiguateConfig) -> dict[str, Any]:
+    if cfg.mode not in MODES:
+        raise ValueError(f"disambiguate.mode={cfg.mode!r}; valid: {', '.join(MODES)}")
     classes = pd.read_parquet(cfg.path("classes") / "classes.parquet")
     images = pd.read_parquet(cfg.path("classes") / "images.parquet")
     if classes.empty:
         raise ValueError("the class set is empty")
+    out = cfg.path("disambiguate")
+    failures = llm_lib.FailureLog(out / "failures.jsonl")
+    failures.clear()
     llm = make_llm(cfg)
-    candidates = propose(cfg, classes, llm)
-    clip = create_clip(cfg.clip_backend, model=cfg.resolve_model(cfg.clip_model),
-                       pretrained=cfg.clip_pretrained, device=cfg.common.device)
-    per_class = real_images(cfg, images)
+    answers = ask_all(cfg, classes, llm, failures)
+    per_class = real_images(cfg, images, cfg.images_per_class)
     missing = sorted(set(classes["class_id"]) - set(per_class))
     if missing:
         raise ValueError(f"no real training images for class(es): {', '.join(missing)}")
-    image_emb = {c: clip.encode_images(ims).numpy() for c, ims in
-                 tqdm(per_class.items(), desc="CLIP images", disable=not cfg.common.progress)}
-    text_emb = clip.encode_texts(candidates["text"].tolist()).numpy()
-    table = dis.pick_winners(dis.score_candidates(image_emb, candidates, text_emb,
-                                                  cfg.distinct_weight))
+    clip = create_clip(cfg.clip_backend, model=cfg.resolve_model(cfg.clip_model),
+                       pretrained=cfg.clip_pretrained, device=cfg.common.device)
+    table = choose_names(cfg, classes, answers, per_class, clip)
     names = table[table["winner"]][["class_id", "text"]].rename(columns={"text": "prompt_name"})
     names = classes.merge(names, on="class_id", how="left")
-    out = cfg.path("disambiguate")
+    texts = pd.concat([answers[answers["task"] != "senses"], captions(cfg, images)],
+                      ignore_index=True)
     write_parquet(out / "candidates.parquet", table)
     write_parquet(out / "prompt_names.parquet", names)
-    llm_counts = candidates[candidates["source"] == "llm"].groupby("class_id").size()
+    write_parquet(out / "texts.parquet", texts)
+    all_rows = pd.concat([answers, texts[texts["task"] == "captions"]])
+    failed = all_rows[all_rows["failed"]].groupby("task").size().to_dict()
+    kept = all_rows[~all_rows["failed"]].groupby("task").size().to_dict()
     metrics = {
-        "num_candidates": len(candidates),
-        "classes_without_llm_candidates": int(len(classes) - len(llm_counts)),
+        "num_candidates": len(table),
         "renamed_classes": int((names["prompt_name"] != names["name"]).sum()),
+        "texts": {t: int(kept.get(t, 0)) for t in ("senses", "contexts", "styles", "word2sen",
+                                                   "captions")},
+        "failed": {t: int(failed.get(t, 0)) for t in ("senses", "contexts", "styles",
+                                                      "word2sen", "captions")},
+        "llm_failures_logged": failures.count(),
     }
     write_metrics(cfg.path("metrics"), "disambiguate", metrics)
     llm_use = {"cache_hits": llm.hits, "llm_calls": llm.misses}  # varies with the cache: not a metric
-    return {"candidates": table, "prompt_names": names, "metrics": metrics, "llm": llm_use}
+    return {"candidates": table, "prompt_names": names, "texts": texts, "metrics": metrics,
+            "llm": llm_use}

@@ -1,30 +1,89 @@
-"""Stage ``prompts``: the prompt manifest for every strategy, sized by the synthetic multiplier."""
+"""Stage ``prompts``: the prompt manifest for every strategy, and its diversity.
+
+Pure prompt assembly from what earlier stages wrote: the class table (gloss, hypernyms), the
+prompt names chosen by disambiguation, and the LLM/captioner texts. Diversity of the prompts
+(distinct n-grams, embedding dispersion) is measured per class and strategy before any image
+exists.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import matplotlib.pyplot as plt
 import pandas as pd
+import seaborn as sns
 
-from lib import prompts
+from lib import diversity, plots, prompts
 from lib.config import PromptsConfig
 from lib.io import write_parquet
 from lib.metrics import write_metrics
 
 
+def class_texts(names: pd.DataFrame, texts: pd.DataFrame) -> dict[str, prompts.ClassTexts]:
+    """Each class's :class:`~lib.prompts.ClassTexts` from the disambiguate stage's outputs."""
+    ok = texts[~texts["failed"]].sort_values(["task", "class_id", "axis", "index"])
+    styles = tuple(ok[ok["task"] == "styles"]["text"])
+    out = {}
+    for c in names.itertuples():
+        mine = ok[ok["class_id"] == c.class_id]
+        ctx = mine[mine["task"] == "contexts"]
+        out[c.class_id] = prompts.ClassTexts(
+            class_id=c.class_id,
+            name=c.prompt_name,
+            gloss=c.gloss,
+            hypernym=c.hypernyms.split(";")[0] if c.hypernyms else "",
+            sentences=tuple(mine[mine["task"] == "word2sen"]["text"]),
+            captions=tuple(mine[mine["task"] == "captions"]["text"]),
+            contexts={a: tuple(g["text"]) for a, g in ctx.groupby("axis", sort=True)},
+            styles=styles,
+        )
+    return out
+
+
+def diversity_figure(table: pd.DataFrame) -> plt.Figure:
+    plots.style()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    order = table.groupby("strategy")["dispersion"].mean().sort_values().index
+    for ax, col, label in zip(axes, ["dispersion", "distinct_2"],
+                              ["embedding dispersion", "distinct bigrams"]):
+        sns.barplot(table, x="strategy", y=col, order=order, ax=ax, errorbar="sd")
+        ax.set(xlabel="", ylabel=label)
+        ax.tick_params(axis="x", rotation=45)
+    fig.suptitle("Prompt diversity per strategy (mean ± sd over classes)")
+    fig.tight_layout()
+    return fig
+
+
 def run(cfg: PromptsConfig) -> dict[str, Any]:
+    prompts.check_strategies(cfg.strategies)
     names = pd.read_parquet(cfg.path("disambiguate") / "prompt_names.parquet")
+    texts = pd.read_parquet(cfg.path("disambiguate") / "texts.parquet")
     images = pd.read_parquet(cfg.path("classes") / "images.parquet")
     train_counts = images[images["split"] == "train"].groupby("class_id").size()
     targets = prompts.targets_per_class(train_counts, cfg.synthetic_multiplier)
     manifest = prompts.build_manifest(
-        names, targets, cfg.strategies, seed=cfg.common.seed, negative_prompt=cfg.negative_prompt
+        names, targets, list(cfg.strategies), seed=cfg.common.seed,
+        negative_prompt=cfg.negative_prompt, texts=class_texts(names, texts),
+        sd_ratio=cfg.sd_ratio,
     )
     if manifest.empty:
         raise ValueError("the prompt manifest is empty: check prompts.synthetic_multiplier")
-    write_parquet(cfg.path("prompts") / "prompts.parquet", manifest)
-    per_strategy = manifest.groupby("strategy").size().to_dict()
-    metrics = {"num_prompts": len(manifest), "num_unique_prompts": manifest["prompt"].nunique(),
-               "per_strategy": per_strategy}
+    out = cfg.path("prompts")
+    write_parquet(out / "prompts.parquet", manifest)
+    embed = diversity.sentence_embedder(cfg.diversity_embedder, device=cfg.common.device)
+    table = diversity.diversity_table(manifest, embed)
+    write_parquet(out / "diversity.parquet", table)
+    figure = diversity_figure(table)
+    plots.save_figure(figure, out / "diversity")
+    plt.close(figure)
+    by_strategy = table.groupby("strategy")[["dispersion", "distinct_2"]].mean()
+    metrics = {
+        "num_prompts": len(manifest),
+        "num_unique_prompts": manifest["prompt"].nunique(),
+        "per_strategy": manifest.groupby("strategy").size().to_dict(),
+        "dispersion": (by_strategy["dispersion"].round(6) + 0.0).to_dict(),  # no -0.0
+        "distinct_2": by_strategy["distinct_2"].round(6).to_dict(),
+    }
     write_metrics(cfg.path("metrics"), "prompts", metrics)
-    return {"manifest": manifest, "metrics": metrics}
+    return {"manifest": manifest, "diversity": table, "figure": figure, "metrics": metrics}
