@@ -4,22 +4,27 @@ Generated images are stored as tar shards in the WebDataset layout: each sample 
 adjacent members ``{id}.png`` (or ``{id}.jpg``) and ``{id}.json``, so ``webdataset``,
 ``open_clip_train`` and plain ``tarfile`` can all read them. A shard is written to a
 temporary name, renamed to ``shard-{rank:05d}-{index:06d}.tar`` and only then marked complete
-by an atomically written ``shard-....tar.done`` JSON (ids, count, sha256 of the tar). A tar
+by an atomically written ``shard-....tar.done`` JSON (ids, count, sha256 of the tar, and the
+ids dropped while the shard was written, with their prompts and flags). A tar
 without its marker is an interrupted write: readers ignore it and :func:`clean_incomplete`
 removes it before a rank resumes. Ranks only ever touch files carrying their own rank, so
 several processes can share one output folder.
 
 Tar members carry fixed metadata (mtime 0, uid/gid 0, mode 0644), and images are encoded
 without any metadata chunks, so the same samples give the same bytes on every run.
+
+    python -m lib.shards to-imagefolder outputs/generate /data/synthetic   # DEST/class/id.png
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import json
 import os
 import re
+import sys
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -139,6 +144,7 @@ class ShardWriter:
             raise FileExistsError(f"shard {self.path} is already complete; use another index")
         self.ext = image_ext(image_format)
         self.ids: list[str] = []
+        self.dropped: list[dict[str, Any]] = []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(self.path.name + ".tmp")
         # Held open across add() calls; close() or abort() releases it.
@@ -163,6 +169,13 @@ class ShardWriter:
             self._tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
         self.ids.append(sample_id)
 
+    def drop(self, sample_id: str, record: dict[str, Any]) -> None:
+        """Record that ``sample_id`` was attempted and dropped (no image); kept in the marker."""
+        if self._tar is None:
+            raise RuntimeError(f"shard {self.path.name} is already closed")
+        check_id(sample_id)
+        self.dropped.append({**record, "id": sample_id})
+
     def close(self) -> Path:
         """Finish the tar, rename it into place, then write its completion marker."""
         if self._tar is None:
@@ -172,7 +185,8 @@ class ShardWriter:
         with open(self._tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(self._tmp, self.path)
-        marker = {"ids": self.ids, "count": self.count, "sha256": _sha256_file(self.path)}
+        marker = {"ids": self.ids, "count": self.count, "dropped": self.dropped,
+                  "sha256": _sha256_file(self.path)}
         write_json(marker_path(self.path), marker)
         return self.path
 
@@ -213,11 +227,22 @@ def completed_shards(out_dir: str | os.PathLike, verify: bool = False) -> list[P
 
 
 def done_ids(out_dir: str | os.PathLike) -> set[str]:
-    """Ids stored in completed shards, read from the markers (no tar is opened)."""
+    """Ids finished in completed shards, stored or dropped; read from the markers (no tar)."""
     ids: set[str] = set()
     for shard in completed_shards(out_dir):
-        ids.update(read_json(marker_path(shard))["ids"])
+        marker = read_json(marker_path(shard))
+        ids.update(marker["ids"])
+        ids.update(d["id"] for d in marker.get("dropped", []))
     return ids
+
+
+def dropped_records(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of ids dropped in completed shards (prompt fields and flags)."""
+    return [
+        d
+        for shard in completed_shards(out_dir)
+        for d in read_json(marker_path(shard)).get("dropped", [])
+    ]
 
 
 def clean_incomplete(out_dir: str | os.PathLike, rank: int) -> list[Path]:
@@ -299,17 +324,24 @@ def _decode(data: bytes, shard: Path, sample_id: str) -> Image.Image:
     return img
 
 
-def build_manifest(out_dir: str | os.PathLike) -> pd.DataFrame:
+def build_manifest(out_dir: str | os.PathLike, allow_empty: bool = False) -> pd.DataFrame:
     """One row per sample from the .json members of completed shards, sorted by id.
 
-    Adds a 'shard' column (tar file name). Fails on an empty folder or a duplicated id.
+    Adds a 'shard' column (tar file name). Fails on a duplicated id, and on a folder without
+    any stored image unless ``allow_empty`` (then the table has only 'id' and 'shard').
     """
     rows = []
     for shard in completed_shards(out_dir):
         for s in _iter_members(shard, None, json_only=True):
             rows.append({**s["meta"], "id": s["id"], "shard": shard.name})
     if not rows:
-        raise ValueError(f"no completed shards in {out_dir}: the manifest would be empty")
+        if allow_empty:
+            return pd.DataFrame(columns=["id", "shard"])
+        dropped = len(dropped_records(out_dir))
+        raise ValueError(
+            f"no images in completed shards of {out_dir}: the manifest would be empty"
+            + (f" ({dropped} ids were dropped as blank or NSFW)" if dropped else "")
+        )
     df = pd.DataFrame(rows).sort_values("id", kind="stable").reset_index(drop=True)
     dup = df["id"][df["id"].duplicated()]
     if len(dup):
@@ -344,3 +376,24 @@ def to_imagefolder(
                 tmp.write_bytes(s["bytes"])
             counts[folder] = counts.get(folder, 0) + 1
     return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib.shards", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    conv = sub.add_parser("to-imagefolder", help="copy the images to DEST/<class>/<id>.<ext>")
+    conv.add_argument("out_dir", help="a generation output folder (completed shards)")
+    conv.add_argument("dest", help="the ImageFolder root to write")
+    conv.add_argument("--class-key", default="class_name",
+                      help="the metadata field naming the folder (default: class_name)")
+    args = parser.parse_args(argv)
+    if not completed_shards(args.out_dir):
+        print(f"error: no completed shards in {args.out_dir}", file=sys.stderr)
+        return 2
+    counts = to_imagefolder(args.out_dir, args.dest, class_key=args.class_key)
+    print(f"{sum(counts.values())} images in {len(counts)} class folders under {args.dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
