@@ -9,7 +9,9 @@ seed and the step number (:mod:`lib.seeding`), never from a global stream, so
   forward pass (dropout, drop-path) runs under a torch seed derived from ``(seed, step)``.
 
 Batches mix real and synthetic images in a fixed ratio; when the model has auxiliary norms
-(:mod:`lib.nn.aux_norm`) the synthetic ones are routed through them.
+(:mod:`lib.nn.aux_norm`) the synthetic ones are routed through them. Augmentation
+(:mod:`lib.nn.augment`) is applied per batch on tensors with a generator seeded from
+``(seed, "augment", step)``.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from lib.io import atomic_path
+from lib.nn.augment import augment_batch, check_augment
 from lib.nn.aux_norm import has_aux_norm, set_synthetic_mask, strip_aux
-from lib.seeding import numpy_rng, seed_for
+from lib.seeding import numpy_rng, seed_for, torch_generator
 
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as PIL's convert("L")
 
@@ -144,6 +147,11 @@ class _RunConfig:
     seed: int
     n_real: int
     n_synthetic: int
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_fraction: float = 0.05
+    augment: str = ""  # comma-joined operation names of lib.nn.augment
 
     @property
     def n_synthetic_per_batch(self) -> int:
@@ -151,16 +159,58 @@ class _RunConfig:
 
     @property
     def warmup_steps(self) -> int:
-        """A short linear warmup: 5% of the run, at least one step."""
-        return max(1, round(0.05 * self.steps))
+        """A linear warmup over ``warmup_fraction`` of the run, at least one step."""
+        return max(1, round(self.warmup_fraction * self.steps))
+
+    @property
+    def augment_ops(self) -> tuple[str, ...]:
+        return tuple(a for a in self.augment.split(",") if a)
 
 
-def lr_factor(step: int, steps: int, warmup: int) -> float:
-    """Multiplier of the base learning rate at 0-based ``step``: linear warmup, then cosine."""
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+EPOCHS = ("real", "all")
+
+
+def lr_factor(step: int, steps: int, warmup: int, schedule: str = "cosine") -> float:
+    """Multiplier of the base learning rate at 0-based ``step``: linear warmup, then
+    cosine decay to 0 (``cosine``) or the base rate (``constant``)."""
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
     progress = (step - warmup) / max(1, steps - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def steps_for_epochs(
+    epochs: float,
+    epoch: str,
+    *,
+    n_real: int,
+    n_synthetic: int,
+    batch_size: int,
+    synthetic_fraction: float,
+) -> int:
+    """Optimizer steps of ``epochs`` epochs (rounded up, at least 1).
+
+    ``epoch="real"``: one epoch = as many real images as the real set holds (the paper's
+    convention: adding synthetic data does not shorten the real schedule); ``"all"``: as
+    many images as real + synthetic hold. Batches are drawn with replacement across steps,
+    so an "epoch" is a budget of images, not a permutation.
+    """
+    if epoch not in EPOCHS:
+        raise ValueError(f"epoch must be one of {', '.join(EPOCHS)}, got {epoch!r}")
+    if epochs <= 0:
+        raise ValueError(f"epochs must be positive, got {epochs}")
+    n_syn = round(batch_size * synthetic_fraction)
+    if epoch == "real":
+        per_step, size = batch_size - n_syn, n_real
+        if per_step == 0:
+            raise ValueError("epoch='real' needs real images in each batch (synthetic_fraction < 1)")
+    else:
+        per_step, size = batch_size, n_real + (n_synthetic if n_syn else 0)
+    return max(1, math.ceil(epochs * size / per_step))
 
 
 def _check_run(cfg: _RunConfig, synthetic: Dataset | None) -> None:
@@ -168,6 +218,13 @@ def _check_run(cfg: _RunConfig, synthetic: Dataset | None) -> None:
         raise ValueError(
             f"steps and batch_size must be positive, got {cfg.steps}, {cfg.batch_size}"
         )
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
+    if not 0.0 <= cfg.warmup_fraction < 1.0:
+        raise ValueError(f"warmup_fraction must be in [0, 1), got {cfg.warmup_fraction}")
+    check_augment(cfg.augment_ops)
     if not 0.0 <= cfg.synthetic_fraction <= 1.0:
         raise ValueError(f"synthetic_fraction must be in [0, 1], got {cfg.synthetic_fraction}")
     if synthetic is None and cfg.synthetic_fraction > 0:
@@ -220,20 +277,28 @@ def _make_batch(
 
 
 # sums since the last history row: steps, loss, real/synthetic losses and their counts, images
-_EMPTY_WINDOW = {"steps": 0, "loss": 0, "real": 0, "n_real": 0, "syn": 0, "n_syn": 0, "images": 0}
+_EMPTY_WINDOW = {"steps": 0, "loss": 0, "real": 0, "n_real": 0, "syn": 0, "n_syn": 0, "images": 0,
+                 "data_s": 0.0}
 
 
 class _Window:
     """Running sums of losses and throughput between two history rows."""
 
     def __init__(self, state: dict[str, float] | None = None):
-        self.state = dict(state or _EMPTY_WINDOW)
+        self.state = {**_EMPTY_WINDOW, **(state or {})}
         self.started = time.perf_counter()
 
     def add(
-        self, loss: float, loss_real: float | None, loss_syn: float | None, *, images: int
+        self,
+        loss: float,
+        loss_real: float | None,
+        loss_syn: float | None,
+        *,
+        images: int,
+        data_s: float = 0.0,
     ) -> None:
         s = self.state
+        s["data_s"] += data_s
         s["steps"] += 1
         s["loss"] += loss
         s["images"] += images
@@ -252,6 +317,9 @@ class _Window:
             "loss_synthetic": s["syn"] / s["n_syn"] if s["n_syn"] else None,
             "lr": lr,
             "images_per_s": s["images"] / elapsed,
+            # share of the wall time spent assembling batches (decode, resize, augment, copy):
+            # loading is synchronous, so this is the time the model waits for data
+            "data_share": min(1.0, s["data_s"] / elapsed),
         }
 
 
@@ -281,11 +349,14 @@ def _train_step(
     batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     cfg: _RunConfig,
     aux: bool,
+    amp: bool = False,
 ) -> tuple[float, float | None, float | None]:
     x, y, mask = batch
     if aux:
         set_synthetic_mask(model, mask)
-    loss, loss_real, loss_syn = _batch_loss(model(x), y, mask, cfg)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = model(x)
+    loss, loss_real, loss_syn = _batch_loss(logits.float(), y, mask, cfg)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -328,7 +399,14 @@ def train_classifier(
     label_smoothing: float,
     synthetic_loss_weight: float,
     seed: int,
+    optimizer: str = "adamw",
+    momentum: float = 0.9,
+    schedule: str = "cosine",
+    warmup_fraction: float = 0.05,
+    augment: tuple[str, ...] | list[str] = (),
     device: str = "cpu",
+    amp: bool = False,
+    channels_last: bool = False,
     log_every: int = 10,
     checkpoint_path: str | os.PathLike | None = None,
     checkpoint_every: int = 0,
@@ -338,8 +416,13 @@ def train_classifier(
 
     Each batch holds ``round(batch_size * synthetic_fraction)`` synthetic images (drawn without
     replacement within the batch from ``numpy_rng(seed, "batch", step)``) and real images
-    for the rest. AdamW (no decay on 1-D parameters) with a cosine schedule after a 5%
-    linear warmup. Synthetic losses are scaled by ``synthetic_loss_weight``.
+    for the rest. ``optimizer`` "adamw" or "sgd" (Nesterov, ``momentum``), no weight decay
+    on 1-D parameters; ``schedule`` "cosine" or "constant" after a linear warmup over
+    ``warmup_fraction`` of the steps. ``augment`` names operations of
+    :mod:`lib.nn.augment`. Synthetic losses are scaled by ``synthetic_loss_weight``.
+    ``amp`` runs the forward pass under bfloat16 autocast (no loss scaler needed);
+    ``channels_last`` uses the NHWC memory format (both for GPUs; numerics only, so they are
+    not part of what a resumed checkpoint must agree with).
 
     With ``checkpoint_path``, the model, optimizer, scheduler, step and history are saved
     atomically every ``checkpoint_every`` steps (0 = only at the end) and at the end; an
@@ -348,7 +431,7 @@ def train_classifier(
 
     History rows (every ``log_every`` steps and the last): step, loss, loss_real,
     loss_synthetic (means over the rows' steps; None when that domain was absent), lr,
-    images_per_s.
+    images_per_s, data_share (share of wall time spent assembling batches).
     """
     cfg = _RunConfig(
         steps=steps,
@@ -361,20 +444,31 @@ def train_classifier(
         seed=int(seed),
         n_real=len(real),
         n_synthetic=0 if synthetic is None else len(synthetic),
+        optimizer=optimizer,
+        momentum=float(momentum),
+        schedule=schedule,
+        warmup_fraction=float(warmup_fraction),
+        augment=",".join(augment),
     )
     _check_run(cfg, synthetic)
     dev = torch.device(device)
-    run = _Run.start(model.to(dev).train(), cfg, checkpoint_path, dev)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    run = _Run.start(model.to(dev, memory_format=fmt).train(), cfg, checkpoint_path, dev)
     aux = has_aux_norm(model)
     bar = tqdm(total=steps, initial=run.step, disable=not progress, desc="train", mininterval=1)
     for step in range(run.step, steps):
         with torch.random.fork_rng(devices=_fork_devices(dev)):
             torch.manual_seed(seed_for(seed, "forward", step))
+            started = time.perf_counter()
             x, y, mask = _make_batch(real, synthetic, cfg, step)
-            batch = (x.to(dev, non_blocking=True), y.to(dev), mask.to(dev))
+            if cfg.augment:
+                x = augment_batch(x, cfg.augment_ops, torch_generator(seed, "augment", step))
+            x = x.to(dev, non_blocking=True, memory_format=fmt)
+            batch = (x, y.to(dev), mask.to(dev))
+            data_s = time.perf_counter() - started
             lr_now = run.optimizer.param_groups[0]["lr"]
-            losses = _train_step(model, run.optimizer, run.scheduler, batch, cfg, aux)
-        run.window.add(*losses, images=len(y))
+            losses = _train_step(model, run.optimizer, run.scheduler, batch, cfg, aux, amp)
+        run.window.add(*losses, images=len(y), data_s=data_s)
         bar.update(1)
         bar.set_postfix(loss=f"{losses[0]:.4f}", refresh=False)
         run.step = step + 1
@@ -412,9 +506,14 @@ class _Run:
         device: torch.device,
     ) -> _Run:
         """A fresh run, or the one saved at ``checkpoint_path`` when that file exists."""
-        optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+        groups = _param_groups(model, cfg.weight_decay)
+        if cfg.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                                        nesterov=cfg.momentum > 0)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup_steps)
+            optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup_steps, cfg.schedule)
         )
         run = cls(model, optimizer, scheduler, cfg)
         state = None if checkpoint_path is None else _load_resume(checkpoint_path, cfg, device)
@@ -480,13 +579,33 @@ def evaluate(
     *,
     batch_size: int = 256,
     device: str = "cpu",
+    class_mask: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """top1, top5 (when num_classes >= 5), mean cross-entropy loss, n, per-class accuracy.
 
-    ``per_class[c]`` is the top-1 accuracy on the samples labelled ``c`` (None when there are
-    none), so the metrics stay valid JSON.
+    ``class_mask`` restricts the prediction to those output columns (see
+    :func:`score_logits`): how ImageNet-R and -A are evaluated with a 1000-way model.
     """
     logits, labels = _logits(model, dataset, batch_size, device)
+    return score_logits(logits, labels, num_classes, class_mask=class_mask)
+
+
+def score_logits(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    class_mask: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Metrics of ``logits`` ``(N, num_classes)`` against ``labels`` (model label indices).
+
+    With ``class_mask`` (the output columns of the evaluated class set, e.g.
+    ``lib.classsets.for_mask("imagenet-r")`` for a 1000-way ImageNet model), every other
+    column is set to -inf before argmax, top-5 and the loss, so the model chooses among the
+    set's classes only; every label must be one of those columns. ``per_class[c]`` is the
+    top-1 accuracy on the samples labelled ``c`` (None when there are none), so the metrics
+    stay valid JSON. top5 is reported when at least 5 classes compete.
+    """
     if logits.shape[1] != num_classes:
         raise ValueError(
             f"the model has {logits.shape[1]} outputs but num_classes is {num_classes}"
@@ -495,6 +614,18 @@ def evaluate(
         raise ValueError(
             f"labels must lie in [0, {num_classes}), got {labels.min()}..{labels.max()}"
         )
+    competing = num_classes
+    if class_mask is not None:
+        cols = torch.as_tensor(np.asarray(class_mask, dtype=np.int64))
+        if len(cols) == 0 or cols.min() < 0 or cols.max() >= num_classes:
+            raise ValueError(f"class_mask must hold column indices in [0, {num_classes})")
+        keep = torch.zeros(num_classes, dtype=torch.bool)
+        keep[cols] = True
+        if not bool(keep[labels].all()):
+            outside = sorted(set(labels[~keep[labels]].tolist()))[:5]
+            raise ValueError(f"labels outside class_mask, e.g. {outside}")
+        logits = logits.masked_fill(~keep, float("-inf"))
+        competing = int(keep.sum())
     correct = logits.argmax(dim=1) == labels
     metrics: dict[str, Any] = {
         "top1": correct.float().mean().item(),
@@ -502,7 +633,7 @@ def evaluate(
         "n": len(labels),
         "per_class": _per_class(correct, labels, num_classes),
     }
-    if num_classes >= 5:
+    if competing >= 5:
         top5 = (logits.topk(5, dim=1).indices == labels[:, None]).any(dim=1)
         metrics["top5"] = top5.float().mean().item()
     return metrics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import timm
@@ -13,6 +14,7 @@ from lib.nn.aux_norm import (
     AuxBatchNorm1d,
     AuxBatchNorm2d,
     AuxLayerNorm,
+    DomainSplit,
     convert_to_aux_norm,
     set_synthetic_mask,
     strip_aux,
@@ -91,6 +93,27 @@ def test_mixed_batch_equals_two_plain_bns() -> None:
     (expected * torch.arange(y.numel()).view_as(y)).sum().backward()
     torch.testing.assert_close(bn.weight.grad, real_bn.weight.grad)
     torch.testing.assert_close(bn.aux.weight.grad, syn_bn.weight.grad)
+
+
+def test_blocked_batch_takes_the_slice_path_with_the_same_result() -> None:
+    """Real-then-synthetic batches (the trainer's layout) use slices instead of gathers."""
+    blocked = torch.tensor([False] * 5 + [True] * 3)
+    assert DomainSplit.from_mask(blocked).n_real_first == 5
+    assert DomainSplit.from_mask(MASK).n_real_first is None  # interleaved: gather path
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 4, 4, requires_grad=True)
+    fast, slow = AuxBatchNorm2d(3), AuxBatchNorm2d(3)
+    with torch.no_grad():
+        for bn in (fast, slow):
+            bn.aux.weight.fill_(2.0)
+    fast.domain_split = DomainSplit.from_mask(blocked)
+    slow.domain_split = dataclasses.replace(DomainSplit.from_mask(blocked), n_real_first=None)
+    y_fast, y_slow = fast(x), slow(x)
+    torch.testing.assert_close(y_fast, y_slow)
+    g_fast = torch.autograd.grad((y_fast * torch.arange(y_fast.numel()).view_as(x)).sum(), x)
+    g_slow = torch.autograd.grad((y_slow * torch.arange(y_slow.numel()).view_as(x)).sum(), x)
+    torch.testing.assert_close(g_fast, g_slow)
+    assert _same(_stats(fast), _stats(slow)) and _same(_stats(fast.aux), _stats(slow.aux))
 
 
 def test_eval_uses_main_branch_regardless_of_mask() -> None:

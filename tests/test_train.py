@@ -119,7 +119,9 @@ def test_dataset_rejects_bad_input() -> None:
 def test_training_learns_the_toy_task(trained) -> None:
     model, history, real = trained
     assert [row["step"] for row in history] == [20, 40, 60]
-    assert set(history[0]) == {"step", "loss", "loss_real", "loss_synthetic", "lr", "images_per_s"}
+    assert set(history[0]) == {"step", "loss", "loss_real", "loss_synthetic", "lr", "images_per_s",
+                               "data_share"}
+    assert all(0.0 <= row["data_share"] <= 1.0 for row in history)
     assert history[-1]["loss"] < 0.6 * history[0]["loss"]
     assert history[-1]["lr"] < history[0]["lr"]  # cosine decay
     assert all(m.domain_split is None for m in model.modules() if isinstance(m, AuxBatchNorm2d))
@@ -153,8 +155,9 @@ def test_resume_equals_uninterrupted_run(tmp_path) -> None:
     history = train_classifier(resumed, _Items(real), _Items(synthetic), checkpoint_path=ckpt, **kw)
     for key, value in reference.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
-    strip = [{k: v for k, v in row.items() if k != "images_per_s"} for row in history]
-    assert strip == [{k: v for k, v in row.items() if k != "images_per_s"} for row in ref_history]
+    timing = ("images_per_s", "data_share")  # wall-clock measurements differ between runs
+    strip = [{k: v for k, v in row.items() if k not in timing} for row in history]
+    assert strip == [{k: v for k, v in row.items() if k not in timing} for row in ref_history]
 
     again = _model(seed=5, drop_rate=0.3)  # a finished checkpoint is returned as is
     assert train_classifier(again, real, synthetic, checkpoint_path=ckpt, **kw) == history

@@ -71,6 +71,9 @@ class DomainSplit:
     real_idx: torch.Tensor
     synthetic_idx: torch.Tensor
     inverse: torch.Tensor  # puts ``cat([real, synthetic])`` back into batch order
+    # the number of real samples when the batch is all real then all synthetic (the trainer's
+    # layout): the parts are then slices and no gather/scatter copies are needed
+    n_real_first: int | None = None
 
     @classmethod
     def from_mask(cls, mask: Any) -> DomainSplit:
@@ -83,7 +86,9 @@ class DomainSplit:
         real_idx = torch.nonzero(~mask).flatten()
         synthetic_idx = torch.nonzero(mask).flatten()
         inverse = torch.argsort(torch.cat([real_idx, synthetic_idx]))
-        return cls(len(mask), real_idx, synthetic_idx, inverse)
+        n_real = len(real_idx)
+        blocks = not bool(mask[:n_real].any()) and bool(mask[n_real:].all())
+        return cls(len(mask), real_idx, synthetic_idx, inverse, n_real if blocks else None)
 
 
 def _split_apply(
@@ -105,6 +110,9 @@ def _split_apply(
         return main(x)
     if len(split.real_idx) == 0:
         return aux(x)
+    if split.n_real_first is not None:
+        n = split.n_real_first
+        return torch.cat([main(x[:n]), aux(x[n:])])
     device = x.device
     real = main(x[split.real_idx.to(device)])
     synthetic = aux(x[split.synthetic_idx.to(device)])
