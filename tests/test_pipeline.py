@@ -103,6 +103,17 @@ def test_metrics_and_plots_are_shown(repo, repro):
     assert "train_history.csv" in out
 
 
+def test_replaying_recorded_answers_rebuilds_prompts_byte_for_byte(repo, repro):
+    """With the LLM cache deleted, the recorded backend alone rebuilds the same manifest."""
+    manifest = repo / "outputs/prompts/prompts.parquet"
+    before = manifest.read_bytes()
+    shutil.rmtree(repo / "cache")
+    sh(str(BIN / "dvc"), "repro", "-f", "-s", "disambiguate", cwd=repo)
+    sh(str(BIN / "dvc"), "repro", "-f", "-s", "prompts", cwd=repo)
+    assert manifest.read_bytes() == before
+    sh(str(BIN / "dvc"), "repro", cwd=repo)
+
+
 def test_second_repro_does_nothing(repo, repro):
     out = sh(str(BIN / "dvc"), "repro", cwd=repo)
     assert "Running stage" not in out
