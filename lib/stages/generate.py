@@ -31,6 +31,22 @@ _SUMMED = ("total", "generated", "skipped", "regenerated", "dropped", "attempts"
            "rejected_blank", "rejected_nsfw", "shards")  # fmt: skip
 
 
+def _in_process(cfg: GenerateConfig) -> dict[str, Any]:
+    """One worker in this process; on CPU with one thread, like torchrun's workers
+    (OMP_NUM_THREADS=1): CPU kernels differ with the thread count, and the bytes of an image
+    must not depend on ``nproc``."""
+    import torch
+
+    if not cfg.common.device.startswith("cpu"):
+        return generate_cli.run_worker(cfg)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return generate_cli.run_worker(cfg)
+    finally:
+        torch.set_num_threads(before)
+
+
 def run(cfg: GenerateConfig) -> dict[str, Any]:
     """Generate (or resume) the run; returns summary (this invocation), manifest, dropped,
     ranks (per-rank summaries) and metrics (``metrics/generate.json``: the last run that
@@ -40,7 +56,7 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
     if cfg.nproc > 1:
         ranks = launch(cfg)
     else:
-        ranks = [generate_cli.run_worker(cfg)]
+        ranks = [_in_process(cfg)]
     wall = time.perf_counter() - start
     if not (out / "manifest.parquet").is_file():
         raise RuntimeError(
