@@ -114,6 +114,20 @@ def test_replaying_recorded_answers_rebuilds_prompts_byte_for_byte(repo, repro):
     sh(str(BIN / "dvc"), "repro", cwd=repo)
 
 
+def test_training_reproduces_bit_for_bit(repo, repro):
+    """A forced re-run of the train stage gives the same metrics and weights."""
+    import torch
+
+    metrics = (repo / "metrics/train.json").read_text()
+    before = torch.load(repo / "outputs/train/model.pt", map_location="cpu", weights_only=True)
+    sh(str(BIN / "dvc"), "repro", "-f", "-s", "train", cwd=repo)
+    assert (repo / "metrics/train.json").read_text() == metrics
+    after = torch.load(repo / "outputs/train/model.pt", map_location="cpu", weights_only=True)
+    assert before["state_dict"].keys() == after["state_dict"].keys()
+    assert all(torch.equal(before["state_dict"][k], after["state_dict"][k])
+               for k in before["state_dict"])
+
+
 def test_second_repro_does_nothing(repo, repro):
     out = sh(str(BIN / "dvc"), "repro", cwd=repo)
     assert "Running stage" not in out

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 
 from lib import classsets, data, shards
@@ -272,8 +273,12 @@ def run(cfg: TrainConfig, out: Path | None = None, metrics_path: Path | None = N
         cfg.epochs, cfg.epoch, n_real=len(real),
         n_synthetic=0 if synthetic is None else len(synthetic),
         batch_size=cfg.batch_size, synthetic_fraction=fraction)
-    model = create_classifier("timm", arch=cfg.arch, num_classes=n_cls, in_chans=cfg.channels,
-                              aux_norm=cfg.aux_norm)
+    # The initial weights come from torch's global generator: seed it per run (forked, so the
+    # caller's stream is untouched), or two runs of the same settings would differ.
+    with torch.random.fork_rng():
+        torch.manual_seed(seed_for(seed, "init"))
+        model = create_classifier("timm", arch=cfg.arch, num_classes=n_cls,
+                                  in_chans=cfg.channels, aux_norm=cfg.aux_norm)
     history = train_classifier(
         model, real, synthetic, steps=steps, batch_size=cfg.batch_size,
         synthetic_fraction=fraction, lr=cfg.lr, weight_decay=cfg.weight_decay,

@@ -8,6 +8,7 @@ models. Either way ``zoo.json`` lists what the folder holds.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from lib import zoo
@@ -26,6 +27,8 @@ def run(cfg: ZooConfig) -> dict[str, Any]:
         models = {}
     else:
         raise ValueError(f"zoo.build={cfg.build!r}; valid: {', '.join(BUILDERS)}")
-    info = {"build": cfg.build, "models": {k: str(v) for k, v in models.items()}}
+    # Folders relative to the project root: the file must not depend on the checkout's place.
+    info = {"build": cfg.build,
+            "models": {k: str(Path(v).resolve().relative_to(cfg.root)) for k, v in models.items()}}
     write_json(out / "zoo.json", info)
     return info
