@@ -7,6 +7,7 @@ PixArt, the tiny test pipelines of :mod:`lib.zoo`, ...). Each image gets its own
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,8 +81,18 @@ class DiffusersT2I:
 
         check_local_model(model, "text-to-image model")
         scheduler_class(scheduler) if scheduler else None  # fail before the slow load
+        # The mini world's own pipeline is no AutoPipeline class: route it by its class name.
+        index = Path(model).expanduser() / "model_index.json"
+        mini = index.is_file() and (
+            json.loads(index.read_text(encoding="utf-8")).get("_class_name") == "MiniT2IPipeline"
+        )
         # diffusers 0.42 renamed torch_dtype= to dtype= (the old name warns).
-        pipe = AutoPipelineForText2Image.from_pretrained(model, dtype=torch_dtype(dtype))
+        if mini:
+            from lib.mini.t2i import MiniT2IPipeline
+
+            pipe = MiniT2IPipeline.from_pretrained(model, dtype=torch_dtype(dtype))
+        else:
+            pipe = AutoPipelineForText2Image.from_pretrained(model, dtype=torch_dtype(dtype))
         self._setup(pipe, model, device, dtype, scheduler, compile, cpu_offload)
 
     @classmethod
