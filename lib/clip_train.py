@@ -19,19 +19,17 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from lib.backends.clip_open_clip import open_clip_name
+from lib.backends.clip_open_clip import load_open_clip
 from lib.seeding import numpy_rng
 
 ZERO_SHOT_TEMPLATES = ("a photo of {}.", "{}", "an image of {}.")
 
 
 def load(model: str, pretrained: str | None, device: str) -> tuple[Any, Any, Any, Any]:
-    """(model, train transform, eval transform, tokenizer) through open_clip's loader."""
-    name = open_clip_name(model)
-    net, train_tf, eval_tf = open_clip.create_model_and_transforms(
-        name, pretrained=pretrained, device=device
-    )
-    return net, train_tf, eval_tf, open_clip.get_tokenizer(name)
+    """(model, train transform, eval transform, tokenizer) through open_clip's loader
+    (:func:`lib.backends.clip_open_clip.load_open_clip`: also the mini CLIP, whose packaged
+    text tower is resolved at run time)."""
+    return load_open_clip(model, pretrained, device)
 
 
 def train_clip(

