@@ -12,26 +12,65 @@ Batches mix real and synthetic images in a fixed ratio; when the model has auxil
 (:mod:`lib.nn.aux_norm`) the synthetic ones are routed through them. Augmentation
 (:mod:`lib.nn.augment`) is applied per batch on tensors with a generator seeded from
 ``(seed, "augment", step)``.
+
+Data-parallel training (``torchrun --nproc-per-node N``, one process per GPU)
+    :func:`train_classifier` joins the process group of the launch (``WORLD_SIZE > 1``;
+    gloo on CPU, NCCL on CUDA, ``cuda:LOCAL_RANK`` per process) and wraps the model in
+    ``DistributedDataParallel``. ``batch_size`` stays the global batch: every process draws
+    the same indices as one process would and keeps its share, the ``rank``-th
+    ``1 / world_size`` of the real indices and of the synthetic ones, so each process's
+    batch is again real-then-synthetic in the run's ratio (both counts must divide by the
+    number of processes). The loss of a process is its weighted sum over its
+    ``batch_size / world_size`` samples divided by that number, and DDP averages the
+    gradients, so the update is that of the global weighted mean (the synthetic loss weight
+    included); the logged losses are averaged over the processes, i.e. the global means.
+
+    BatchNorm: by default per process (timm's ImageNet recipe, AdvProp): each process's main
+    and auxiliary BNs normalise its own real and synthetic samples, and the running
+    statistics kept (and saved) are rank 0's (DDP broadcasts rank 0's buffers before every
+    forward pass). The result then differs from one process by exactly that: normalisation
+    over ``1 / world_size`` of each domain. ``sync_bn=True`` normalises over the whole
+    distributed batch, per domain (:func:`lib.nn.aux_norm.synced_batchnorm`), and N
+    processes then compute what one computes, up to float summation order.
+
+    What still differs from one process by design: augmentation and dropout/drop-path draw
+    from generators seeded with ``(seed, step, rank)`` when ``world_size > 1``. Both draw
+    their random numbers for a whole batch at once, so a sample's draw depends on the batch
+    it is in, and one process's draws cannot be cut into the processes' shares. Runs stay
+    exactly reproducible for a given number of processes.
+
+    Files and evaluation: only rank 0 writes checkpoints; every process resumes from the
+    same file (so it must be on a file system they all read; they refuse to go on when they
+    disagree on the step). A checkpoint can be resumed with another number of processes;
+    with ``sync_bn`` and without augmentation or dropout that continues the same run up to
+    float rounding. :func:`evaluate` and :func:`predict` shard the dataset over the
+    processes and gather the result when called by all of them; :func:`save_checkpoint`
+    writes on rank 0 only, and :func:`is_main_process` tells a caller whether to write its
+    own files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from lib.io import atomic_path
 from lib.nn.augment import augment_batch, check_augment
-from lib.nn.aux_norm import has_aux_norm, set_synthetic_mask, strip_aux
+from lib.nn.aux_norm import has_aux_norm, set_synthetic_mask, strip_aux, synced_batchnorm
 from lib.seeding import numpy_rng, seed_for, torch_generator
 
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as PIL's convert("L")
@@ -128,6 +167,100 @@ def fetch_batch(
     labels = torch.tensor([int(item[1]) for item in items], dtype=torch.int64)
     synthetic = torch.tensor([bool(item[2]) for item in items], dtype=torch.bool)
     return x, labels, synthetic
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in a data-parallel run; ``DistInfo()`` is a lone process."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_info() -> DistInfo:
+    """The initialised process group's rank and size (``LOCAL_RANK`` from torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local)
+    return DistInfo()
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run's files (rank 0, or the only process)."""
+    return dist_info().is_main
+
+
+def init_distributed(device: str = "cpu") -> tuple[DistInfo, str]:
+    """Join torchrun's process group when ``WORLD_SIZE > 1``; idempotent.
+
+    Returns this process's :class:`DistInfo` and its device: ``cuda`` (or any ``cuda:i``)
+    becomes ``cuda:LOCAL_RANK`` when there are several processes, one GPU each. The
+    backend is NCCL for CUDA and gloo otherwise. A group initialised by the caller is used
+    as it is (its backend must suit the device). Call :func:`shutdown_distributed` at the
+    end of the process.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and dist.is_available() and not dist.is_initialized():
+        local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+        if device.startswith("cuda"):
+            torch.cuda.set_device(local)
+            dist.init_process_group("nccl", device_id=torch.device("cuda", local))
+        else:
+            dist.init_process_group("gloo")
+    info = dist_info()
+    if info.enabled and device.startswith("cuda"):
+        device = f"cuda:{info.local_rank}"
+    return info, device
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group (a no-op when none is initialised)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _collective_device(device: torch.device) -> torch.device:
+    """Where tensors of a collective must live: the GPU for NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return device if device.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _check_world(cfg: _RunConfig, world: int) -> None:
+    """Each domain's share of the batch must split evenly over the processes."""
+    n_syn = cfg.n_synthetic_per_batch
+    n_real = cfg.batch_size - n_syn
+    if world > 1 and (n_real % world or n_syn % world):
+        raise ValueError(
+            f"with {world} processes the batch's {n_real} real and {n_syn} synthetic images "
+            f"must each divide by {world}; change batch_size or synthetic_fraction"
+        )
+
+
+def _same_on_all_ranks(value: int, what: str) -> None:
+    """Refuse to go on when the processes disagree (e.g. a checkpoint only one could read)."""
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    if len(set(values)) > 1:
+        raise RuntimeError(f"the processes disagree on {what}: {values} (by rank); is the "
+                           f"checkpoint on a file system that every process can read?")
+
+
+def _rank_step_seed(seed: int, what: str, step: int, info: DistInfo) -> tuple[Any, ...]:
+    """The seed parts of ``what`` at ``step``: one process keeps the historical ones."""
+    return (seed, what, step) if not info.enabled else (seed, what, step, "rank", info.rank)
 
 
 # --------------------------------------------------------------------------- training
@@ -258,11 +391,28 @@ def _draw_indices(cfg: _RunConfig, step: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(real, dtype=np.int64), np.asarray(syn, dtype=np.int64)
 
 
-def _make_batch(
-    real: Dataset, synthetic: Dataset | None, cfg: _RunConfig, step: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Real samples first, then synthetic; the mask says which are synthetic."""
+def _rank_indices(
+    cfg: _RunConfig, step: int, info: DistInfo = DistInfo()
+) -> tuple[np.ndarray, np.ndarray]:
+    """This process's share of the step's indices: the ``rank``-th of ``world_size`` equal
+    parts of the real indices and of the synthetic ones (all of them for one process)."""
     real_idx, syn_idx = _draw_indices(cfg, step)
+    if not info.enabled:
+        return real_idx, syn_idx
+    return (np.split(real_idx, info.world_size)[info.rank],
+            np.split(syn_idx, info.world_size)[info.rank])
+
+
+def _make_batch(
+    real: Dataset,
+    synthetic: Dataset | None,
+    cfg: _RunConfig,
+    step: int,
+    info: DistInfo = DistInfo(),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Real samples first, then synthetic (this process's share under DDP); the mask says
+    which are synthetic."""
+    real_idx, syn_idx = _rank_indices(cfg, step, info)
     parts = []
     for dataset, idx, is_syn in ((real, real_idx, False), (synthetic, syn_idx, True)):
         if len(idx) == 0:
@@ -278,7 +428,7 @@ def _make_batch(
 
 # sums since the last history row: steps, loss, real/synthetic losses and their counts, images
 _EMPTY_WINDOW = {"steps": 0, "loss": 0, "real": 0, "n_real": 0, "syn": 0, "n_syn": 0, "images": 0,
-                 "data_s": 0.0}
+                 "data_s": 0.0, "acc_real": 0.0, "acc_syn": 0.0}
 
 
 class _Window:
@@ -293,6 +443,8 @@ class _Window:
         loss: float,
         loss_real: float | None,
         loss_syn: float | None,
+        acc_real: float | None = None,
+        acc_syn: float | None = None,
         *,
         images: int,
         data_s: float = 0.0,
@@ -304,8 +456,10 @@ class _Window:
         s["images"] += images
         if loss_real is not None:
             s["real"], s["n_real"] = s["real"] + loss_real, s["n_real"] + 1
+            s["acc_real"] += acc_real or 0.0
         if loss_syn is not None:
             s["syn"], s["n_syn"] = s["syn"] + loss_syn, s["n_syn"] + 1
+            s["acc_syn"] += acc_syn or 0.0
 
     def row(self, step: int, lr: float) -> dict[str, Any]:
         s = self.state
@@ -315,6 +469,9 @@ class _Window:
             "loss": s["loss"] / s["steps"],
             "loss_real": s["real"] / s["n_real"] if s["n_real"] else None,
             "loss_synthetic": s["syn"] / s["n_syn"] if s["n_syn"] else None,
+            # top-1 on the (augmented) training batches, per domain
+            "acc_real": s["acc_real"] / s["n_real"] if s["n_real"] else None,
+            "acc_synthetic": s["acc_syn"] / s["n_syn"] if s["n_syn"] else None,
             "lr": lr,
             "images_per_s": s["images"] / elapsed,
             # share of the wall time spent assembling batches (decode, resize, augment, copy):
@@ -324,16 +481,29 @@ class _Window:
 
 
 def _batch_loss(
-    logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, cfg: _RunConfig
-) -> tuple[torch.Tensor, float | None, float | None]:
-    """Loss = (sum over real + w * sum over synthetic) / batch size; w=1 is the plain mean."""
+    logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, cfg: _RunConfig, n_syn: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss = (sum over real + w * sum over synthetic) / batch size; w=1 is the plain mean.
+
+    Under DDP ``y`` is one process's share (``batch_size / world_size`` samples, the same
+    share of each domain on every process): DDP's average of the gradients is then the
+    gradient of the global loss. Also returns the detached ``(loss, mean real loss, mean
+    synthetic loss)``, NaN for a domain absent from the batch, without synchronising a GPU:
+    the batch is in the trainer's layout, real samples first and the last ``n_syn``
+    synthetic, so the means are over slices.
+    """
     per_sample = F.cross_entropy(logits, y, reduction="none", label_smoothing=cfg.label_smoothing)
     weights = torch.where(mask, cfg.synthetic_loss_weight, 1.0).to(per_sample.dtype)
     loss = (per_sample * weights).sum() / len(y)
     detached = per_sample.detach()
-    loss_real = detached[~mask].mean().item() if bool((~mask).any()) else None
-    loss_syn = detached[mask].mean().item() if bool(mask.any()) else None
-    return loss, loss_real, loss_syn
+    nan = detached.new_full((), float("nan"))
+    n_real = len(y) - n_syn
+    loss_real = detached[:n_real].mean() if n_real else nan
+    loss_syn = detached[n_real:].mean() if n_syn else nan
+    hit = (logits.detach().argmax(dim=1) == y).to(per_sample.dtype)
+    acc_real = hit[:n_real].mean() if n_real else nan
+    acc_syn = hit[n_real:].mean() if n_syn else nan
+    return loss, torch.stack([loss.detach(), loss_real, loss_syn, acc_real, acc_syn])
 
 
 def _fork_devices(device: torch.device) -> list[int]:
@@ -342,26 +512,53 @@ def _fork_devices(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+              "float16": torch.float16}
+
+
+def _amp_dtype(amp: bool | str | None) -> torch.dtype | None:
+    """The autocast dtype of ``amp``: False/None/"" = off, True = bfloat16, or a name."""
+    if amp is None or amp is False or amp == "" or amp == "none":
+        return None
+    if amp is True:
+        return torch.bfloat16
+    if isinstance(amp, str) and amp.lower() in AMP_DTYPES:
+        return AMP_DTYPES[amp.lower()]
+    raise ValueError(f"amp must be a bool or one of none, {', '.join(AMP_DTYPES)}; got {amp!r}")
+
+
 def _train_step(
+    net: nn.Module,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
     batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    n_syn: int,
     cfg: _RunConfig,
     aux: bool,
-    amp: bool = False,
-) -> tuple[float, float | None, float | None]:
+    amp_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """One optimizer step through ``net`` (``model`` or its DDP wrapper); the loss stats."""
     x, y, mask = batch
     if aux:
         set_synthetic_mask(model, mask)
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        logits = model(x)
-    loss, loss_real, loss_syn = _batch_loss(logits.float(), y, mask, cfg)
+    enabled = amp_dtype is not None
+    with torch.autocast(x.device.type, dtype=amp_dtype or torch.bfloat16, enabled=enabled):
+        logits = net(x)
+    loss, stats = _batch_loss(logits.float(), y, mask, cfg, n_syn)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    scheduler.step()
-    return loss.item(), loss_real, loss_syn
+    scaler.scale(loss).backward()  # a disabled scaler (all but fp16) is a pass-through
+    scaler.step(optimizer)
+    scaler.update()
+    if not scaler.is_enabled():
+        scheduler.step()
+        return stats
+    with warnings.catch_warnings():
+        # fp16: a step skipped for inf/NaN gradients still advances the schedule (by design)
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        scheduler.step()
+    return stats
 
 
 def _save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -405,8 +602,9 @@ def train_classifier(
     warmup_fraction: float = 0.05,
     augment: tuple[str, ...] | list[str] = (),
     device: str = "cpu",
-    amp: bool = False,
+    amp: bool | str = False,
     channels_last: bool = False,
+    sync_bn: bool = False,
     log_every: int = 10,
     checkpoint_path: str | os.PathLike | None = None,
     checkpoint_every: int = 0,
@@ -420,9 +618,18 @@ def train_classifier(
     on 1-D parameters; ``schedule`` "cosine" or "constant" after a linear warmup over
     ``warmup_fraction`` of the steps. ``augment`` names operations of
     :mod:`lib.nn.augment`. Synthetic losses are scaled by ``synthetic_loss_weight``.
-    ``amp`` runs the forward pass under bfloat16 autocast (no loss scaler needed);
-    ``channels_last`` uses the NHWC memory format (both for GPUs; numerics only, so they are
-    not part of what a resumed checkpoint must agree with).
+
+    Speed options (numerics only, so not part of what a resumed checkpoint must agree with):
+    ``amp`` runs the forward pass under autocast: ``True`` or ``"bf16"`` bfloat16 (no loss
+    scaler needed), ``"fp16"`` float16 with a dynamic ``GradScaler`` (saved in checkpoints);
+    ``channels_last`` uses the NHWC memory format (both for GPUs). ``sync_bn`` (only with
+    several processes) normalises every BN over the whole distributed batch, per domain.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the run is data-parallel (see the module
+    docstring): ``batch_size`` is the global batch, ``device="cuda"`` means each process's
+    ``cuda:LOCAL_RANK``, only rank 0 writes the checkpoint, and every process returns the
+    same history (but for its own timings) and ends with the same weights and buffers
+    (rank 0's). The process group stays initialised for :func:`evaluate`.
 
     With ``checkpoint_path``, the model, optimizer, scheduler, step and history are saved
     atomically every ``checkpoint_every`` steps (0 = only at the end) and at the end; an
@@ -431,7 +638,8 @@ def train_classifier(
 
     History rows (every ``log_every`` steps and the last): step, loss, loss_real,
     loss_synthetic (means over the rows' steps; None when that domain was absent), lr,
-    images_per_s, data_share (share of wall time spent assembling batches).
+    images_per_s (global), data_share (share of wall time spent assembling batches, on
+    rank 0).
     """
     cfg = _RunConfig(
         steps=steps,
@@ -451,38 +659,104 @@ def train_classifier(
         augment=",".join(augment),
     )
     _check_run(cfg, synthetic)
+    amp_dtype = _amp_dtype(amp)
+    info, device = init_distributed(device)
+    _check_world(cfg, info.world_size)
     dev = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    run = _Run.start(model.to(dev, memory_format=fmt).train(), cfg, checkpoint_path, dev)
+    model.to(dev, memory_format=fmt).train()
     aux = has_aux_norm(model)
-    bar = tqdm(total=steps, initial=run.step, disable=not progress, desc="train", mininterval=1)
+    synced = synced_batchnorm(model) if sync_bn and info.enabled else contextlib.nullcontext()
+    with synced:
+        scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
+        run = _Run.start(model, cfg, checkpoint_path, dev, scaler)
+        net = model
+        if info.enabled:
+            _same_on_all_ranks(run.step, "the step to resume from")
+            net = _data_parallel(model, dev, cfg, aux)
+        try:
+            _train_loop(run, net, real, synthetic, dev, fmt, info, aux, amp_dtype,
+                        log_every, checkpoint_path, checkpoint_every, progress)
+        finally:
+            if aux:
+                set_synthetic_mask(model, None)
+        del net
+    if info.enabled:
+        _broadcast_buffers(model)  # every process ends with rank 0's (the checkpoint's) model
+        dist.barrier()  # and returns once rank 0 has written the checkpoint
+    return run.history
+
+
+def _data_parallel(model: nn.Module, dev: torch.device, cfg: _RunConfig, aux: bool) -> nn.Module:
+    """``model`` in DDP; buffers (BN running statistics) follow rank 0 before each forward.
+
+    A run whose batches never hold one of the domains leaves that domain's norm branch of an
+    auxiliary model without gradients, which DDP only allows with ``find_unused_parameters``.
+    """
+    one_domain = cfg.n_synthetic_per_batch in (0, cfg.batch_size)
+    return DistributedDataParallel(  # buffers: synced from rank 0 before forward by default
+        model,
+        device_ids=[dev.index] if dev.type == "cuda" else None,
+        find_unused_parameters=aux and one_domain,
+    )
+
+
+def _broadcast_buffers(model: nn.Module) -> None:
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+def _train_loop(
+    run: _Run,
+    net: nn.Module,
+    real: Dataset,
+    synthetic: Dataset | None,
+    dev: torch.device,
+    fmt: torch.memory_format,
+    info: DistInfo,
+    aux: bool,
+    amp_dtype: torch.dtype | None,
+    log_every: int,
+    checkpoint_path: str | os.PathLike | None,
+    checkpoint_every: int,
+    progress: bool,
+) -> None:
+    """Steps ``run.step`` .. ``cfg.steps`` of :func:`train_classifier`."""
+    cfg, steps, seed = run.cfg, run.cfg.steps, run.cfg.seed
+    bar = tqdm(total=steps, initial=run.step, disable=not progress or not info.is_main,
+               desc="train", mininterval=1)
     for step in range(run.step, steps):
         with torch.random.fork_rng(devices=_fork_devices(dev)):
-            torch.manual_seed(seed_for(seed, "forward", step))
+            torch.manual_seed(seed_for(*_rank_step_seed(seed, "forward", step, info)))
             started = time.perf_counter()
-            x, y, mask = _make_batch(real, synthetic, cfg, step)
+            x, y, mask = _make_batch(real, synthetic, cfg, step, info)
             if cfg.augment:
-                x = augment_batch(x, cfg.augment_ops, torch_generator(seed, "augment", step))
+                gen = torch_generator(*_rank_step_seed(seed, "augment", step, info))
+                x = augment_batch(x, cfg.augment_ops, gen)
+            n_syn = int(mask.sum())
             x = x.to(dev, non_blocking=True, memory_format=fmt)
             batch = (x, y.to(dev), mask.to(dev))
             data_s = time.perf_counter() - started
             lr_now = run.optimizer.param_groups[0]["lr"]
-            losses = _train_step(model, run.optimizer, run.scheduler, batch, cfg, aux, amp)
-        run.window.add(*losses, images=len(y), data_s=data_s)
+            stats = _train_step(net, run.model, run.optimizer, run.scheduler, run.scaler, batch,
+                                n_syn, cfg, aux, amp_dtype)
+        if info.enabled:  # the global means: every process holds the same share of each domain
+            stats = stats.to(_collective_device(dev))
+            dist.all_reduce(stats)
+            stats = stats / info.world_size
+        losses = [None if math.isnan(v) else v for v in stats.tolist()]
+        run.window.add(*losses, images=cfg.batch_size, data_s=data_s)
         bar.update(1)
         bar.set_postfix(loss=f"{losses[0]:.4f}", refresh=False)
         run.step = step + 1
         if (log_every > 0 and run.step % log_every == 0) or run.step == steps:
             run.history.append(run.window.row(run.step, lr_now))
             run.window = _Window()
-        if checkpoint_path is not None and (
+        if checkpoint_path is not None and info.is_main and (
             run.step == steps or (checkpoint_every > 0 and run.step % checkpoint_every == 0)
         ):
             run.save(checkpoint_path)
     bar.close()
-    if aux:
-        set_synthetic_mask(model, None)
-    return run.history
 
 
 @dataclass
@@ -493,6 +767,9 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     cfg: _RunConfig
+    scaler: torch.amp.GradScaler = field(
+        default_factory=lambda: torch.amp.GradScaler("cpu", enabled=False)
+    )
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     window: _Window = field(default_factory=_Window)
@@ -504,6 +781,7 @@ class _Run:
         cfg: _RunConfig,
         checkpoint_path: str | os.PathLike | None,
         device: torch.device,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> _Run:
         """A fresh run, or the one saved at ``checkpoint_path`` when that file exists."""
         groups = _param_groups(model, cfg.weight_decay)
@@ -516,11 +794,15 @@ class _Run:
             optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup_steps, cfg.schedule)
         )
         run = cls(model, optimizer, scheduler, cfg)
+        if scaler is not None:
+            run.scaler = scaler
         state = None if checkpoint_path is None else _load_resume(checkpoint_path, cfg, device)
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            if run.scaler.is_enabled() and state.get("scaler"):
+                run.scaler.load_state_dict(state["scaler"])
             run.step, run.history = state["step"], state["history"]
             run.window = _Window(state["window"])
         return run
@@ -532,6 +814,7 @@ class _Run:
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
                 "step": self.step,
                 "history": self.history,
                 "window": self.window.state,
@@ -545,30 +828,78 @@ class _Run:
 
 @torch.no_grad()
 def _logits(
-    model: nn.Module, dataset: Dataset, batch_size: int, device: str
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int,
+    device: str,
+    distributed: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels of the whole dataset, in order, with the model in eval mode."""
+    """Logits and labels of the whole dataset, in order, with the model in eval mode.
+
+    Sharded when ``distributed`` (``None``: whenever a process group of more than one
+    process is initialised): process ``r`` of ``W`` computes the ``r``-th contiguous part
+    and the parts are gathered on every process, which must all call this with the same
+    model and dataset.
+    """
+    if len(dataset) == 0:
+        raise ValueError("cannot evaluate on an empty dataset")
+    info = dist_info() if distributed is not False else DistInfo()
+    if info.enabled and device.startswith("cuda"):
+        device = f"cuda:{info.local_rank}"
+    bounds = [len(dataset) * r // info.world_size for r in range(info.world_size + 1)]
+    lo, hi = bounds[info.rank], bounds[info.rank + 1]
     was_training = model.training
     model.to(device).eval()
     outs, labels = [], []
     try:
-        for start in range(0, len(dataset), batch_size):
-            idx = np.arange(start, min(start + batch_size, len(dataset)))
+        for start in range(lo, hi, batch_size):
+            idx = np.arange(start, min(start + batch_size, hi))
             x, y, _ = fetch_batch(dataset, idx)
             outs.append(model(x.to(device)).float().cpu())
             labels.append(y)
     finally:
         model.train(was_training)
-    if not outs:
-        raise ValueError("cannot evaluate on an empty dataset")
-    return torch.cat(outs), torch.cat(labels)
+    if not info.enabled:
+        return torch.cat(outs), torch.cat(labels)
+    return _gather_parts(outs, labels, bounds, torch.device(device))
+
+
+def _gather_parts(
+    outs: list[torch.Tensor], labels: list[torch.Tensor], bounds: list[int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every process's logits and labels (parts of sizes ``diff(bounds)``), in rank order."""
+    world = len(bounds) - 1
+    sizes = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+    width = max(sizes)
+    where = _collective_device(device)
+    # the number of classes, from the processes with data (a share can be empty when there
+    # are fewer samples than processes)
+    n_cls = torch.tensor([outs[0].shape[1] if outs else 0], device=where)
+    dist.all_reduce(n_cls, op=dist.ReduceOp.MAX)
+    # labels ride along as a float32 column (exact for any class index below 2**24)
+    mine = torch.zeros(width, int(n_cls) + 1, dtype=torch.float32, device=where)
+    if outs:
+        part = torch.cat([torch.cat(outs), torch.cat(labels).float()[:, None]], dim=1)
+        mine[: len(part)] = part.to(where)
+    gathered = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(gathered, mine)
+    table = torch.cat([g[:n] for g, n in zip(gathered, sizes)]).cpu()
+    return table[:, :-1], table[:, -1].long()
 
 
 def predict(
-    model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: str = "cpu"
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 256,
+    device: str = "cpu",
+    distributed: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities ``(N, num_classes)`` and labels ``(N,)`` of ``dataset`` in order."""
-    logits, labels = _logits(model, dataset, batch_size, device)
+    """Class probabilities ``(N, num_classes)`` and labels ``(N,)`` of ``dataset`` in order.
+
+    Under DDP (``distributed``: see :func:`evaluate`) every process gets the whole result.
+    """
+    logits, labels = _logits(model, dataset, batch_size, device, distributed)
     return torch.softmax(logits, dim=1).numpy(), labels.numpy()
 
 
@@ -580,13 +911,20 @@ def evaluate(
     batch_size: int = 256,
     device: str = "cpu",
     class_mask: np.ndarray | None = None,
+    distributed: bool | None = None,
 ) -> dict[str, Any]:
     """top1, top5 (when num_classes >= 5), mean cross-entropy loss, n, per-class accuracy.
 
     ``class_mask`` restricts the prediction to those output columns (see
     :func:`score_logits`): how ImageNet-R and -A are evaluated with a 1000-way model.
+
+    ``distributed`` (default ``None``: when a process group of several processes is
+    initialised, e.g. after :func:`train_classifier` under torchrun) shards the dataset over
+    the processes and gathers the logits, so every process returns the same metrics; all
+    processes must then call it. ``False`` evaluates everything in this process (e.g. on
+    rank 0 only).
     """
-    logits, labels = _logits(model, dataset, batch_size, device)
+    logits, labels = _logits(model, dataset, batch_size, device, distributed)
     return score_logits(logits, labels, num_classes, class_mask=class_mask)
 
 
@@ -649,8 +987,13 @@ def _per_class(correct: torch.Tensor, labels: torch.Tensor, num_classes: int) ->
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any]) -> None:
-    """Write ``{"state_dict", "meta"}`` atomically; aux branches kept (see load_plain_timm)."""
-    _save_state(path, {"state_dict": model.state_dict(), "meta": meta})
+    """Write ``{"state_dict", "meta"}`` atomically; aux branches kept (see load_plain_timm).
+
+    Under DDP only rank 0 writes (every process holds the same weights after
+    :func:`train_classifier`); the others return at once.
+    """
+    if is_main_process():
+        _save_state(path, {"state_dict": model.state_dict(), "meta": meta})
 
 
 def load_plain_timm(

@@ -119,9 +119,12 @@ def test_dataset_rejects_bad_input() -> None:
 def test_training_learns_the_toy_task(trained) -> None:
     model, history, real = trained
     assert [row["step"] for row in history] == [20, 40, 60]
-    assert set(history[0]) == {"step", "loss", "loss_real", "loss_synthetic", "lr", "images_per_s",
-                               "data_share"}
+    assert set(history[0]) == {"step", "loss", "loss_real", "loss_synthetic", "acc_real",
+                               "acc_synthetic", "lr", "images_per_s", "data_share"}
     assert all(0.0 <= row["data_share"] <= 1.0 for row in history)
+    assert all(0.0 <= row["acc_real"] <= 1.0 and 0.0 <= row["acc_synthetic"] <= 1.0
+               for row in history)
+    assert history[-1]["acc_real"] > history[0]["acc_real"]  # it learns
     assert history[-1]["loss"] < 0.6 * history[0]["loss"]
     assert history[-1]["lr"] < history[0]["lr"]  # cosine decay
     assert all(m.domain_split is None for m in model.modules() if isinstance(m, AuxBatchNorm2d))

@@ -41,20 +41,42 @@ LayerNorm (ViTs): a documented choice, ``convert_to_aux_norm(model, layernorm=..
     Only LayerNorms over the last dimension (``nn.LayerNorm`` and timm's ``LayerNorm``) are
     wrapped; channel-first variants such as timm's ``LayerNorm2d`` are refused by name.
 
-Traps
-    * Wrapping a model in ``nn.SyncBatchNorm.convert_sync_batchnorm`` after conversion
-      would replace the auxiliary layers; keep per-process BN.
+Cost of the split (the trainer's layout)
+    :func:`lib.train.train_classifier` builds every batch (and every rank's share of it
+    under DDP) as all real samples, then all synthetic ones. :class:`DomainSplit` notices
+    that layout, and the split is then ``torch.split`` (two views, whose backward is a
+    single ``cat``) followed by one ``cat`` of the two normalised parts: two copies of the
+    activations per layer and step, no gather, scatter or zero-filled gradient buffers. An
+    interleaved mask (any other caller) is reordered with one ``index_select`` and put back
+    with another.
+
+Distributed training (DDP)
+    * Default: per-process BN, as in timm's ImageNet recipes and AdvProp. Under DDP each
+      process normalises its own share of the batch, which the trainer splits per domain,
+      so each process's main BN sees its real samples and its auxiliary BN its synthetic
+      ones (``1 / world_size`` of each domain's global count).
+    * Option: :func:`synced_batchnorm` makes every BN of a model -- both branches of the
+      auxiliary layers and any plain BN -- normalise with the statistics of the whole
+      distributed batch (per domain for the auxiliary layers), so ``N`` processes compute
+      what one process computes on the global batch. It works with gloo on CPU as well as
+      NCCL on GPUs. ``nn.SyncBatchNorm.convert_sync_batchnorm`` must not be used instead:
+      it would replace the auxiliary layers by plain synced BNs (losing the routing), and
+      PyTorch's version refuses CPU tensors.
     * Under DDP a batch without one of the domains leaves that branch without gradients;
-      use ``find_unused_parameters=True`` or keep both domains in every batch.
+      use ``find_unused_parameters=True`` or keep both domains in every batch (the trainer
+      does the former when a run never draws one of the domains).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -74,6 +96,7 @@ class DomainSplit:
     # the number of real samples when the batch is all real then all synthetic (the trainer's
     # layout): the parts are then slices and no gather/scatter copies are needed
     n_real_first: int | None = None
+    order: torch.Tensor | None = None  # ``cat([real_idx, synthetic_idx])``, computed once
 
     @classmethod
     def from_mask(cls, mask: Any) -> DomainSplit:
@@ -85,10 +108,11 @@ class DomainSplit:
             )
         real_idx = torch.nonzero(~mask).flatten()
         synthetic_idx = torch.nonzero(mask).flatten()
-        inverse = torch.argsort(torch.cat([real_idx, synthetic_idx]))
+        order = torch.cat([real_idx, synthetic_idx])
+        inverse = torch.argsort(order)
         n_real = len(real_idx)
         blocks = not bool(mask[:n_real].any()) and bool(mask[n_real:].all())
-        return cls(len(mask), real_idx, synthetic_idx, inverse, n_real if blocks else None)
+        return cls(len(mask), real_idx, synthetic_idx, inverse, n_real if blocks else None, order)
 
 
 def _split_apply(
@@ -110,13 +134,147 @@ def _split_apply(
         return main(x)
     if len(split.real_idx) == 0:
         return aux(x)
+    n = len(split.real_idx)
     if split.n_real_first is not None:
-        n = split.n_real_first
-        return torch.cat([main(x[:n]), aux(x[n:])])
+        # views whose backward is one cat (slicing twice would zero-fill two full-size
+        # gradient buffers and add them)
+        real, synthetic = torch.split(x, [n, split.size - n])
+        return torch.cat([main(real), aux(synthetic)])
     device = x.device
-    real = main(x[split.real_idx.to(device)])
-    synthetic = aux(x[split.synthetic_idx.to(device)])
-    return torch.cat([real, synthetic])[split.inverse.to(device)]
+    order = split.order if split.order is not None else torch.cat([split.real_idx,
+                                                                   split.synthetic_idx])
+    real, synthetic = torch.split(x.index_select(0, order.to(device)), [n, split.size - n])
+    return torch.cat([main(real), aux(synthetic)]).index_select(0, split.inverse.to(device))
+
+
+@dataclass(frozen=True)
+class _Sync:
+    """The process group a synced BN reduces over (``None``: the default group)."""
+
+    group: Any = None
+
+    def active(self) -> bool:
+        return dist.is_available() and dist.is_initialized() and (
+            dist.get_world_size(self.group) > 1
+        )
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """A differentiable all-reduce (sum): the gradient of each input is the all-reduced sum
+    of the gradients of the output on every process."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor, group: Any) -> torch.Tensor:
+        ctx.group = group
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+def _synced_batch_norm(bn: _BatchNorm, x: torch.Tensor, group: Any) -> torch.Tensor:
+    """Training-mode ``bn(x)`` (no activation) with the statistics of every process's batch.
+
+    Two differentiable all-reduces (:class:`_AllReduceSum`): the sum and count, then the
+    sum of squared deviations from the global mean (two passes, as batch-norm computes
+    them). The backward pass all-reduces the gradients of those sums, so under DDP the
+    gradients are those of one process normalising the concatenated batch. Statistics are
+    computed in float32 (float64 for the sum), the output has ``x``'s dtype. Running
+    statistics move as ``F.batch_norm`` moves them (unbiased variance, ``momentum`` or the
+    cumulative average when it is None), identically on every process.
+    """
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            factor = 1.0 / float(bn.num_batches_tracked)
+    dims = [0, *range(2, x.ndim)]
+    shape = [1, x.shape[1]] + [1] * (x.ndim - 2)
+    xf = x.float()
+    count = torch.full((1,), x.numel() // x.shape[1], dtype=torch.float64, device=x.device)
+    sums = _AllReduceSum.apply(torch.cat([count, xf.sum(dims, dtype=torch.float64)]), group)
+    n = sums[0].detach()  # no check on the host: that would stall a GPU at every layer
+    mean = (sums[1:] / n).float()
+    centered = xf - mean.view(shape)
+    var = _AllReduceSum.apply(centered.square().sum(dims), group) / n.float()
+    y = centered * torch.rsqrt(var + bn.eps).view(shape)
+    if bn.weight is not None:
+        y = y * bn.weight.view(shape)
+    if bn.bias is not None:
+        y = y + bn.bias.view(shape)
+    if bn.track_running_stats and bn.running_mean is not None and bn.running_var is not None:
+        with torch.no_grad():
+            unbiased = var.detach() * (n / (n - 1).clamp(min=1)).float()
+            bn.running_mean.mul_(1 - factor).add_(mean.detach().to(bn.running_mean.dtype),
+                                                  alpha=factor)
+            bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype),
+                                                 alpha=factor)
+    return y.to(x.dtype)
+
+
+def _synced_plain_forward(self: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """The ``forward`` :func:`synced_batchnorm` gives a plain BN (or timm BatchNormAct2d)."""
+    sync: _Sync = self._synced
+    if not (self.training and sync.active()):
+        return type(self).forward(self, x)
+    self._check_input_dim(x)
+    x = _synced_batch_norm(self, x, sync.group)
+    if "drop" in self._modules:  # timm BatchNormAct2d
+        x = self.drop(x)
+    if "act" in self._modules:
+        x = self.act(x)
+    return x
+
+
+@contextmanager
+def synced_batchnorm(model: nn.Module, group: Any = None) -> Iterator[int]:
+    """Within the block, every BN of ``model`` normalises training batches over all processes.
+
+    Both branches of the auxiliary BNs (each over its own domain's samples of every
+    process) and every plain ``nn.BatchNorm1d``/``nn.BatchNorm2d``/timm ``BatchNormAct2d``
+    use :func:`_synced_batch_norm` while a process group of more than one process (``group``,
+    default: the default group) is initialised; alone, or in eval mode, they are plain BNs.
+    Nothing is replaced: parameters, buffers, state-dict keys and optimizer references stay
+    as they are, and the previous behaviour is restored on exit. Yields the number of
+    batch-norm layers (aux branches counted) that were synced. Every process must run the
+    same layers in the same order (collectives), which holds when each has both domains or
+    each lacks the same one. Refuses BN types it does not know (e.g. ``nn.SyncBatchNorm``).
+    """
+    sync = _Sync(group)
+    aux_layers: list[_AuxBatchNorm] = []
+    plain: list[_BatchNorm] = []
+    for name, module in model.named_modules():
+        if isinstance(module, _AuxBatchNorm):
+            aux_layers.append(module)
+        elif isinstance(module, _BatchNorm):
+            if type(module) not in (nn.BatchNorm1d, nn.BatchNorm2d) and not _is_timm_bn_act(
+                module
+            ):
+                raise ValueError(
+                    f"cannot sync {type(module).__name__} at {name!r}: only nn.BatchNorm1d, "
+                    f"nn.BatchNorm2d, timm BatchNormAct2d and the auxiliary BNs are supported"
+                )
+            if "forward" in module.__dict__:
+                raise ValueError(f"the BN at {name!r} is already synced (or patched)")
+            plain.append(module)
+    try:
+        for layer in aux_layers:
+            layer.sync = sync
+        for module in plain:
+            module._synced = sync
+            module.forward = types.MethodType(_synced_plain_forward, module)
+        yield len(aux_layers) + len(plain)
+    finally:
+        for layer in aux_layers:
+            layer.sync = None
+        for module in plain:
+            del module.forward
+            del module._synced
 
 
 class _AuxBatchNorm(_BatchNorm):
@@ -136,6 +294,7 @@ class _AuxBatchNorm(_BatchNorm):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, **kwargs)
         self.aux = self._plain(num_features, eps, momentum, affine, track_running_stats, **kwargs)
         self.domain_split: DomainSplit | None = None
+        self.sync: _Sync | None = None  # set by synced_batchnorm (the main branch's)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
@@ -146,6 +305,9 @@ class _AuxBatchNorm(_BatchNorm):
 
     def _main(self, x: torch.Tensor) -> torch.Tensor:
         self._check_normalisable(x, "real")
+        if self.sync is not None and self.sync.active():
+            self._check_input_dim(x)
+            return _synced_batch_norm(self, x, self.sync.group)
         return self._plain.forward(self, x)
 
     def _aux(self, x: torch.Tensor) -> torch.Tensor:
