@@ -172,10 +172,25 @@ def _blur(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius)))
 
 
+def _thicken(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    # Grey dilation with a 3x3 window (a pen one pixel wider), blended half-way so an 8x8
+    # digit keeps its holes: thicker, brighter strokes.
+    dilated = np.asarray(Image.fromarray(img).filter(ImageFilter.MaxFilter(3)), np.float32)
+    return np.clip(np.rint(0.5 * img + 0.5 * dilated + 0.25 * dilated * (img > 0)),
+                   0, 255).astype(np.uint8)
+
+
+def _rotate(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    angle = float(rng.uniform(15.0, 30.0) * rng.choice([-1.0, 1.0]))
+    return np.asarray(Image.fromarray(img).rotate(angle, resample=Image.BILINEAR))
+
+
 CORRUPTIONS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "invert": _invert,  # polarity flip: light strokes on dark become dark on light
     "noise": _noise,  # additive Gaussian noise, sigma = 25% of the range
     "blur": _blur,  # Gaussian blur, radius = 1/12 of the image side
+    "thicken": _thicken,  # stroke thickening: 3x3 grey dilation, blended with the original
+    "rotate": _rotate,  # rotation by 15-30 degrees either way (bilinear, black corners)
 }
 
 
