@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 # Never wait on the hub: a load by name must fail at once (see ENVIRONMENT.md).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,3 +17,14 @@ def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from lib.zoo import build_tiny_zoo
 
     return build_tiny_zoo(tmp_path_factory.mktemp("zoo"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    CPU bytes depend on the thread count, and on a shared 2-core machine two threads wait on
+    each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

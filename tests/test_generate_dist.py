@@ -32,12 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GEN = {"seed": 3, "steps": 3, "guidance_scale": 2.0, "height": 32, "width": 32}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

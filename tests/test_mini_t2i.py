@@ -33,13 +33,7 @@ PIXELS = {int(np.rint(k * 255 / LEVELS)) for k in range(LEVELS + 1)}
 GEN = {"steps": 4, "guidance_scale": 3.0, "height": 8, "width": 8}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on the shared 2-core machine two threads wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
