@@ -87,7 +87,16 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class ZooConfig(StageConfig):
-    build: str  # which model zoo to build locally: "tiny-random" or "none" (hub models)
+    build: str  # which model zoo to build locally: "mini", "tiny-random" or "none" (hub models)
+    # build "mini" only: the rendered corpus and the models trained on it (lib/mini)
+    corpus_size: int  # captioned glyph images rendered
+    t2i_steps: int  # optimizer steps of the mini text-to-image UNet
+    t2i_batch_size: int
+    t2i_lr: float
+    t2i_cond_dropout: float  # share of empty captions (classifier-free guidance)
+    clip_steps: int  # optimizer steps of the mini CLIP's image tower
+    clip_batch_size: int
+    clip_lr: float
 
 
 @dataclass(frozen=True)
@@ -175,7 +184,8 @@ class TrainConfig(StageConfig):
     batch_size: int
     synthetic_fraction: float  # share of synthetic images in every batch
     synthetic_multiplier: float | None  # synthetic per class = m x real train count (None: all)
-    real_fraction: float  # share of each class's real train images used (limited-real regime)
+    synthetic_strategy: str | None  # use the generated images of this prompt strategy (None: all)
+    real_fraction: float  # share of each class's real train images used; 0: synthetic only
     real_per_class: int | None  # cap on real train images per class after real_fraction
     optimizer: str  # adamw or sgd (Nesterov)
     momentum: float  # sgd only
@@ -189,11 +199,30 @@ class TrainConfig(StageConfig):
     eval_sets: tuple[str, ...]  # folders under the data root evaluated when present (ImageNet-V2/-Sketch/-R/-A)
     max_bad_fraction: float  # unreadable images (or missing synthetic ones) tolerated per set
     checkpoint_every: int
-    # the ablation grid (dvc.yaml `train-grid` matrix; lib/train_cli.py): one run per combination
-    grid_variants: tuple[str, ...]  # real | combined
+    amp: str | None  # autocast on GPUs: bf16 | fp16 (with a GradScaler) | null (off)
+    channels_last: bool  # NHWC memory format (GPUs)
+    sync_bn: bool  # under torchrun: BN statistics over the global batch (per domain)
+    # the ablation grid (dvc.yaml `train-grid` matrix over sources; lib/train_cli.py)
+    grid_sources: tuple[str, ...]  # real | real-noaug | a prompt strategy (real + its images)
+    grid_regimes: tuple[str, ...]  # full | limited (grid_limited_per_class real) | none
+    grid_limited_per_class: int
     grid_multipliers: tuple[float, ...]
     grid_aux_norm: tuple[bool, ...]
     grid_seeds: tuple[int, ...]
+    grid_large: bool  # true: the larger grid (grid_large_seeds x grid_large_multipliers)
+    grid_large_seeds: tuple[int, ...]
+    grid_large_multipliers: tuple[float, ...]
+    grid_workers: int  # runs trained at the same time, one CPU thread each
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The grid's seeds (the larger grid's when ``grid_large``)."""
+        return self.grid_large_seeds if self.grid_large else self.grid_seeds
+
+    @property
+    def multipliers(self) -> tuple[float, ...]:
+        """The grid's synthetic multipliers (the larger grid's when ``grid_large``)."""
+        return self.grid_large_multipliers if self.grid_large else self.grid_multipliers
 
 
 @dataclass(frozen=True)
@@ -201,6 +230,7 @@ class ClipConfig(StageConfig):
     model: str
     pretrained: str | None
     sources: tuple[str, ...]  # image-text pair sources to train on: real, synthetic, combined
+    lock_text: bool  # train the image tower (and projections) only, as the mini CLIP was
     steps: int
     batch_size: int
     lr: float

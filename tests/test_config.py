@@ -34,8 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def params() -> dict[str, Any]:
+    """params.yaml with the smoke profile selected (the tests edit its keys)."""
     with open(ROOT / "params.yaml", encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        params = yaml.safe_load(fh)
+    params["common"]["profile"] = "smoke"
+    return params
+
+
+def test_the_default_profile_is_the_mini_world() -> None:
+    with open(ROOT / "params.yaml", encoding="utf-8") as fh:
+        assert yaml.safe_load(fh)["common"]["profile"] == "mini"
 
 
 @pytest.fixture
@@ -77,12 +85,12 @@ def test_values_from_section_and_overlay(params: dict[str, Any]) -> None:
         20,
         10,
     )
-    assert classes.ood == ("invert", "noise", "blur")
-    assert classes.as_params()["ood"] == ["invert", "noise", "blur"]
+    assert classes.ood == ("thicken", "rotate", "invert", "noise", "blur")
+    assert classes.as_params()["ood"] == ["thicken", "rotate", "invert", "noise", "blur"]
     assert config(params, "generate").scheduler is None
 
 
-@pytest.mark.parametrize("profile", ["smoke", "imagenet100", "imagenet"])
+@pytest.mark.parametrize("profile", ["smoke", "mini", "imagenet100", "imagenet"])
 def test_every_built_profile_loads(params: dict[str, Any], profile: str) -> None:
     params["common"]["profile"] = profile
     for stage in STAGES:
@@ -97,6 +105,7 @@ def test_paper_profile_values(params: dict[str, Any]) -> None:
 
 
 def test_load_reads_the_project_params(at_root: None, params: dict[str, Any]) -> None:
+    params["common"]["profile"] = "mini"
     assert load("train") == config(params, "train")
     assert load("train", ROOT / "params.yaml") == config(params, "train")
 
@@ -215,7 +224,7 @@ def test_key_in_section_and_another_profile_refused(params: dict[str, Any]) -> N
     """A key any profile sets must not stay in the base, even if the active one omits it."""
     del params["profiles"]["smoke"]["train"]["steps"]
     params["train"]["steps"] = 5
-    with raises("[train] steps set both in 'train' and in 'profiles.imagenet100.train'"):
+    with raises("[train] steps set both in 'train' and in 'profiles.mini.train'"):
         config(params, "train")
 
 
@@ -232,7 +241,7 @@ def test_unknown_profile_lists_valid(params: dict[str, Any]) -> None:
 
 
 def test_empty_profile_is_a_clear_error(params: dict[str, Any]) -> None:
-    assert params["profiles"]["mini"] in ({}, None)
+    params["profiles"]["mini"] = {}
     params["common"]["profile"] = "mini"
     with raises("[zoo] profile 'mini' has no settings yet (params.yaml: profiles.mini)"):
         config(params, "zoo")

@@ -1,5 +1,8 @@
 """The smoke pipeline end to end: `dvc repro` on a temporary copy of the repository.
 
+The copy's params.yaml selects the ``smoke`` profile (the default is ``mini``, whose model
+training takes minutes) and a two-source ablation grid.
+
 One module-scoped run (about 2 minutes on 2 cores) checks that every stage of DESIGN.md runs
 offline with the tiny models and leaves its artefacts; that a second `dvc repro` does
 nothing; and that `dvc exp run -S train.<key>=<value>` re-runs only what depends on it.
@@ -21,6 +24,9 @@ from lib import notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+SMOKE_PROFILE = ("\n  profile: mini ", "\n  profile: smoke ")
+GRID_SOURCES = ("\n  grid_sources: [real, real-noaug, classname, cd, sd, cdsd]",
+                "\n  grid_sources: [real, cdsd]")
 
 
 def _env() -> dict[str, str]:
@@ -50,6 +56,12 @@ def repo(tmp_path_factory) -> Path:
         if (ROOT / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, dest / rel)
+    params = dest / "params.yaml"
+    text = params.read_text()
+    for old, new in ((SMOKE_PROFILE[0], SMOKE_PROFILE[1]), (GRID_SOURCES[0], GRID_SOURCES[1])):
+        assert old in text, f"params.yaml no longer has {old!r}"
+        text = text.replace(old, new)
+    params.write_text(text)
     sh("git", "init", "-q", cwd=dest)
     sh("git", "add", "-A", cwd=dest)
     sh("git", "commit", "-qm", "copy", cwd=dest)
@@ -84,6 +96,11 @@ def test_every_stage_runs_and_leaves_its_artefacts(repo, repro):
     for fig in ("per_class", "clip_zero_shot"):
         assert (repo / "outputs/analyze" / f"{fig}.png").exists()
         assert (repo / "outputs/analyze" / f"{fig}.pdf").exists()
+    grid = sorted(p.relative_to(repo / "metrics/train-grid").as_posix()
+                  for p in (repo / "metrics/train-grid").rglob("*.json"))
+    assert grid == ["cdsd/full-cdsd-m0.125-aux0-s0.json",
+                    "cdsd/full-cdsd-m0.125-aux1-s0.json",
+                    "real/full-real-mna-aux0-s0.json"]
     train = json.loads((repo / "metrics/train.json").read_text())
     assert 0.0 <= train["val.top1"] <= 1.0 and train["num_synthetic"] == len(generated)
 
@@ -156,3 +173,19 @@ def test_exp_run_reruns_only_dependent_stages(repo, repro):
     assert "Running stage 'train'" in out and "Running stage 'analyze'" in out
     for stage in ("zoo", "classes", "disambiguate", "prompts", "generate", "clip"):
         assert f"Running stage '{stage}'" not in out
+
+
+def test_grid_runs_do_not_depend_on_the_number_of_workers(repo, repro):
+    """The grid stage's runs (1 worker in smoke) give the same metrics with 2 workers."""
+    out = sh(str(BIN / "python"), "-m", "lib.train_cli", "--source", "cdsd", "--workers", "2",
+             "--out", "outputs/grid-check", "--metrics", "metrics-check", cwd=repo)
+    assert "2 runs, 0 already done" in out
+    for run in ("full-cdsd-m0.125-aux0-s0.json", "full-cdsd-m0.125-aux1-s0.json"):
+        assert ((repo / "metrics-check" / run).read_text()
+                == (repo / "metrics/train-grid/cdsd" / run).read_text())
+    # a finished run with the same configuration is kept
+    again = sh(str(BIN / "python"), "-m", "lib.train_cli", "--source", "cdsd",
+               "--out", "outputs/grid-check", "--metrics", "metrics-check", cwd=repo)
+    assert "2 runs, 2 already done" in again
+    shutil.rmtree(repo / "outputs/grid-check")
+    shutil.rmtree(repo / "metrics-check")

