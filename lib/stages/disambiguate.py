@@ -173,8 +173,9 @@ def run(cfg: DisambiguateConfig) -> dict[str, Any]:
     write_parquet(out / "prompt_names.parquet", names)
     write_parquet(out / "texts.parquet", texts)
     all_rows = pd.concat([answers, texts[texts["task"] == "captions"]])
-    failed = all_rows[all_rows["failed"]].groupby("task").size().to_dict()
-    kept = all_rows[~all_rows["failed"]].groupby("task").size().to_dict()
+    is_failed = all_rows["failed"].astype(bool)  # object dtype when there are no captions
+    failed = all_rows[is_failed].groupby("task").size().to_dict()
+    kept = all_rows[~is_failed].groupby("task").size().to_dict()
     metrics = {
         "num_candidates": len(table),
         "renamed_classes": int((names["prompt_name"] != names["name"]).sum()),
