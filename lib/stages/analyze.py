@@ -72,8 +72,9 @@ def recognizability_figure(table: pd.DataFrame) -> plt.Figure:
     plots.style()
     grid = table.pivot(index="strategy", columns="name", values="recognizability")
     grid = grid[table.drop_duplicates("name").sort_values("label")["name"]]
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * grid.shape[1]), 0.5 * len(grid) + 1.6))
+    fig, ax = plt.subplots(figsize=(max(6, 0.85 * grid.shape[1] + 2), 0.5 * len(grid) + 1.6))
     sns.heatmap(grid, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax,
+                annot_kws={"fontsize": 8},
                 cbar_kws={"label": "recognised by a real-only classifier"})
     ax.set(xlabel="class", ylabel="prompt strategy",
            title="Recognizability of the synthetic images")
