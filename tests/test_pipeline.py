@@ -96,11 +96,14 @@ def test_every_stage_runs_and_leaves_its_artefacts(repo, repro):
     for fig in ("per_class", "clip_zero_shot"):
         assert (repo / "outputs/analyze" / f"{fig}.png").exists()
         assert (repo / "outputs/analyze" / f"{fig}.pdf").exists()
+    # (metrics/train-grid also holds the committed runs of the default profile's other sources)
     grid = sorted(p.relative_to(repo / "metrics/train-grid").as_posix()
-                  for p in (repo / "metrics/train-grid").rglob("*.json"))
+                  for source in ("cdsd", "real")
+                  for p in (repo / "metrics/train-grid" / source).glob("*.json"))
     assert grid == ["cdsd/full-cdsd-m0.125-aux0-s0.json",
                     "cdsd/full-cdsd-m0.125-aux1-s0.json",
                     "real/full-real-mna-aux0-s0.json"]
+    assert json.loads((repo / "metrics/analyze.json").read_text())["grid_runs"] == 3
     train = json.loads((repo / "metrics/train.json").read_text())
     assert 0.0 <= train["val.top1"] <= 1.0 and train["num_synthetic"] == len(generated)
 

@@ -102,6 +102,8 @@ def test_grid_table_is_mean_std_count_over_seeds(tmp_path) -> None:
     assert math.isnan(table.loc[False, "val.top1.std"])  # one seed: no spread to report
     assert "val.loss.mean" not in table.columns
     assert grid_table(grid_runs(tmp_path / "none")).empty
+    assert len(grid_runs(tmp_path, sources=("cdsd",))) == 3
+    assert grid_runs(tmp_path, sources=("sd",)).empty
 
 
 def test_summary_and_figures(tmp_path) -> None:

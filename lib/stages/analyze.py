@@ -107,10 +107,15 @@ def clip_figure(zero_shot: dict[str, Any]) -> plt.Figure:
 GRID_KEYS = ["source", "regime", "multiplier", "aux_norm"]
 
 
-def grid_runs(folder: Path) -> pd.DataFrame:
-    """One row per grid run (its flat metrics JSON, in any subfolder), sorted by the grid keys
-    and seed; ``ood_mean.top1`` = the mean top-1 over the run's ``ood_*`` sets."""
-    rows = [read_json(f) for f in sorted(Path(folder).rglob("*.json"))]
+def grid_runs(folder: Path, sources: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """One row per grid run (its flat metrics JSON, in any subfolder; with ``sources`` only in
+    those sources' subfolders, so folders left by another profile's grid are not mixed in),
+    sorted by the grid keys and seed; ``ood_mean.top1`` = the mean top-1 over the run's
+    ``ood_*`` sets."""
+    files = sorted(Path(folder).rglob("*.json"))
+    if sources is not None:
+        files = [f for f in files if f.relative_to(folder).parts[0] in sources]
+    rows = [read_json(f) for f in files]
     if not rows:
         return pd.DataFrame(columns=[*GRID_KEYS, "seed"])
     runs = pd.DataFrame(rows)
@@ -229,7 +234,10 @@ def run(cfg: AnalyzeConfig) -> dict[str, Any]:
              .merge(per_class[["label", "name", "val"]], on="label"))
     zero_shot = read_json(cfg.path("clip") / "zero_shot.json")
     out = cfg.path("analyze")
-    runs = grid_runs(paths.resolve(cfg.grid_metrics, cfg.root))
+    from lib import config  # the grid's sources are the train stage's (dvc.yaml matrix)
+
+    sources = config.load("train").grid_sources
+    runs = grid_runs(paths.resolve(cfg.grid_metrics, cfg.root), sources)
     grid = grid_table(runs)
     with atomic_path(out / "grid.csv") as tmp:
         grid.to_csv(tmp, index=False)
