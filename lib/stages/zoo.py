@@ -42,6 +42,7 @@ def build_mini(cfg: ZooConfig, out: Path) -> tuple[dict[str, str], dict[str, Any
         batch_size=cfg.clip_batch_size, lr=cfg.clip_lr, seed=seed, progress=progress,
         device=device)
     models = {"corpus": str(corpus_dir), "t2i": str(out / "t2i"), "clip": str(out / "clip")}
+    t2i.pop("folder", None)  # an absolute path of this machine; zoo.json lists the folders
     return models, {"corpus_size": len(corpus.captions), "t2i": t2i, "clip": clip}
 
 
