@@ -17,7 +17,8 @@ loads the folder (``OpenClipScorer(folder)``), tokenizer included.
 
 Training (:func:`train_mini_clip`) uses ``open_clip.loss.ClipLoss`` with a learned logit scale
 and AdamW (warm-up, cosine decay). The text transformer is frozen, so the pooled MiniLM output
-of every distinct caption is computed once (``text_cache`` keeps it across runs) and each step
+of every distinct caption is computed once (or taken from the features the ``zoo`` stage
+computes once for both mini models, :mod:`lib.mini.text`) and each step
 runs only the text projection; inference goes through the normal ``encode_image`` /
 ``encode_text``. Images are preprocessed once by the very eval transform the saved model uses
 (PIL 'L' 8x8 -> RGB -> normalised by the training images' grey mean/std). Training runs on one
@@ -54,7 +55,6 @@ so differences of a few points are noise.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -71,6 +71,7 @@ import torch
 import torch.nn.functional as F
 
 from lib.backends.clip_open_clip import CONFIG_NAME, resolve_hf_name, resolve_text_cfg
+from lib.mini.text import CaptionFeatures
 from lib.seeding import seed_for, torch_generator
 
 if TYPE_CHECKING:
@@ -263,46 +264,24 @@ def pooled_text_features(
     return out
 
 
-def _cached_text_features(
+def _text_features(
     model: torch.nn.Module,
     model_cfg: dict[str, Any],
     texts: list[str],
-    cache: str | os.PathLike | None,
+    features: CaptionFeatures | None,
     progress: bool,
 ) -> torch.Tensor:
-    """:func:`pooled_text_features` of ``texts``, through a per-text cache file if ``cache``.
-
-    The cache (one ``.npz`` per text tower and context length under ``cache``) maps texts to
-    features; missing texts are computed in one sorted pass and added.
-    """
-    tokenizer = tokenizer_for(model_cfg)
-    if cache is None:
-        return pooled_text_features(model, tokenizer, texts, progress=progress)
-    text_cfg = model_cfg["text_cfg"]
-    key = hashlib.sha256(
-        json.dumps([text_cfg["hf_model_name"], text_cfg["context_length"]]).encode()
-    ).hexdigest()[:16]
-    path = Path(cache) / f"text-features-{key}.npz"
-    known: dict[str, np.ndarray] = {}
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            known = dict(zip(z["texts"].tolist(), z["features"], strict=True))
-    missing = sorted(set(texts) - known.keys())
-    if missing:
-        feats = pooled_text_features(model, tokenizer, missing, progress=progress).numpy()
-        known.update(zip(missing, feats, strict=True))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            with open(tmp, "wb") as f:
-                all_texts = sorted(known)
-                np.savez(f, texts=np.array(all_texts), features=np.stack(
-                    [known[t] for t in all_texts]))
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    return torch.from_numpy(np.stack([known[t] for t in texts]))
+    """Pooled MiniLM features of ``texts``: looked up in ``features`` or computed here."""
+    if features is None:
+        return pooled_text_features(model, tokenizer_for(model_cfg), texts, progress=progress)
+    context = model_cfg["text_cfg"]["context_length"]
+    hidden = model.text.config.hidden_size
+    if features.max_length != context or features.pooled.shape[1] != hidden:
+        raise ValueError(
+            f"caption features ({features.pooled.shape[1]}-d, max_length {features.max_length}) "
+            f"do not fit the text tower ({hidden}-d, context_length {context})"
+        )
+    return features.pooled[torch.from_numpy(features.rows(texts))]
 
 
 # ----------------------------------------------------------------------------- training
@@ -369,7 +348,7 @@ def train_mini_clip(
     weight_decay: float = 0.1,
     warmup_fraction: float = 0.05,
     max_shift: int = 0,
-    text_cache: str | os.PathLike | None = None,
+    text_features: CaptionFeatures | None = None,
     threads: int | None = 1,
 ) -> dict[str, Any]:
     """Train the mini CLIP on ``images`` [N, 8, 8] (0..16) and ``captions``; save to ``folder``.
@@ -377,7 +356,9 @@ def train_mini_clip(
     ``folder`` gets open_clip's local-dir format (``open_clip_config.json`` with ``model_cfg``
     and ``preprocess_cfg``, weights in ``open_clip_model.safetensors``), written to a temporary
     folder beside it and renamed into place. ``max_shift`` is the shift augmentation in 8x8
-    pixels; ``text_cache`` an optional folder keeping the frozen MiniLM's caption features;
+    pixels; ``text_features`` the captions' MiniLM features computed beforehand
+    (:func:`lib.mini.text.encode_captions`, e.g. shared with the mini text-to-image model;
+    None: computed here);
     ``threads`` the torch CPU threads while training (one is fastest for these small matrices
     on a shared machine, and makes the bytes independent of the core count; None: unchanged).
     Returns metrics: timings, losses (mean of the first and of the last 10 steps), logit scale.
@@ -397,7 +378,7 @@ def train_mini_clip(
              "max_shift": max_shift}
     with _num_threads(threads):
         return _train(images, captions, Path(folder), hyper, model_cfg or mini_clip_config(),
-                      device=device, progress=progress, text_cache=text_cache)
+                      device=device, progress=progress, text_features=text_features)
 
 
 def _train(
@@ -409,7 +390,7 @@ def _train(
     *,
     device: str,
     progress: bool,
-    text_cache: str | os.PathLike | None,
+    text_features: CaptionFeatures | None,
 ) -> dict[str, Any]:
     """The body of :func:`train_mini_clip` (arguments checked, threads set)."""
     import open_clip
@@ -422,7 +403,7 @@ def _train(
     t0 = time.perf_counter()
     model = build_mini_clip(model_cfg, seed=seed)
     unique, cap_index = np.unique(np.asarray(captions, dtype=object), return_inverse=True)
-    text_feats = _cached_text_features(model, model_cfg, unique.tolist(), text_cache, progress)
+    text_feats = _text_features(model, model_cfg, unique.tolist(), text_features, progress)
     text_feats = text_feats[torch.from_numpy(cap_index.astype(np.int64))]
     pixels = preprocess_images(images, pp_cfg)
     t_prep = time.perf_counter() - t0

