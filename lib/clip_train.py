@@ -5,17 +5,24 @@ with both combined. Here a model is loaded through the production open_clip path
 architecture name, ``local-dir:`` folder or pretrained tag), trained with open_clip's own
 contrastive :class:`open_clip.ClipLoss`, and evaluated zero-shot with
 :func:`open_clip.build_zero_shot_classifier`.
+
+When the text tower is locked (``lock_text_tower``), its frozen part is run once per distinct
+text, in eval mode (no dropout), instead of at every step; each step runs only what still
+trains (an HF text tower's projection, else nothing). For the mini CLIP this turns a
+~1 s step (MiniLM over 128 captions) into milliseconds. ``cache_frozen_text=False`` runs the
+whole text tower at every step in train mode, as open_clip's own training loop does.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import open_clip
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -32,6 +39,60 @@ def load(model: str, pretrained: str | None, device: str) -> tuple[Any, Any, Any
     return load_open_clip(model, pretrained, device)
 
 
+def frozen_text_features(
+    net: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    device: str = "cpu",
+    batch_size: int = 256,
+    progress: bool = False,
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None:
+    """The frozen part of the text tower applied once to each of ``texts``, and the head.
+
+    Returns ``(features [N, D], head)`` such that ``head(features[i])`` is text ``i``'s
+    normalised embedding, with only ``head`` still trainable: for an HF text tower whose
+    transformer is frozen, the pooled transformer output and ``normalize(text.proj(.))``; for
+    any other tower with no trainable parameter, ``encode_text`` and the identity. ``None``
+    when the text tower trains. Runs in eval mode under ``torch.no_grad``.
+    """
+    from open_clip.hf_model import HFTextEncoder
+
+    text = getattr(net, "text", None)
+    if isinstance(text, HFTextEncoder):
+        if any(p.requires_grad for p in text.transformer.parameters()):
+            return None
+
+        def encode(tokens: torch.Tensor) -> torch.Tensor:
+            mask = (tokens != text.config.pad_token_id).long()
+            return text.pooler(text.transformer(input_ids=tokens, attention_mask=mask), mask)
+
+        def head(features: torch.Tensor) -> torch.Tensor:
+            return F.normalize(text.proj(features), dim=-1)
+    else:
+        text_params = [p for name, p in net.named_parameters()
+                       if not name.startswith(("visual.", "logit_scale", "logit_bias"))]
+        if any(p.requires_grad for p in text_params):
+            return None
+
+        def encode(tokens: torch.Tensor) -> torch.Tensor:
+            return net.encode_text(tokens, normalize=True)
+
+        def head(features: torch.Tensor) -> torch.Tensor:
+            return features
+
+    unique, index = np.unique(np.asarray(list(texts), dtype=object), return_inverse=True)
+    was_training = net.training
+    net.eval()
+    chunks = []
+    with torch.no_grad():
+        for i in tqdm(range(0, len(unique), batch_size), desc="frozen text tower",
+                      disable=not progress):
+            chunks.append(encode(tokenizer([str(t) for t in unique[i : i + batch_size]])
+                                 .to(device)).float())
+    net.train(was_training)
+    return torch.cat(chunks)[torch.from_numpy(index.astype(np.int64).reshape(-1))], head
+
+
 def train_clip(
     net: Any,
     transform: Any,
@@ -46,10 +107,17 @@ def train_clip(
     tag: str,
     device: str = "cpu",
     progress: bool = True,
+    cache_frozen_text: bool = True,
 ) -> list[dict[str, float]]:
-    """Contrastive training on (image, text) pairs; batches drawn per step from the seed."""
+    """Contrastive training on (image, text) pairs; batches drawn per step from the seed.
+
+    With ``cache_frozen_text`` a locked text tower's frozen part runs once per distinct text
+    (:func:`frozen_text_features`) instead of at every step.
+    """
     if len(images) != len(texts) or not images:
         raise ValueError(f"need as many texts as images (and at least one); got {len(images)}/{len(texts)}")
+    cached = (frozen_text_features(net, tokenizer, texts, device, progress=progress)
+              if cache_frozen_text else None)
     torch.manual_seed(numpy_rng(seed, "clip-init", tag).integers(2**31))
     loss_fn = open_clip.ClipLoss()
     params = [p for p in net.parameters() if p.requires_grad]
@@ -61,15 +129,18 @@ def train_clip(
             len(images), size=min(batch_size, len(images)), replace=False
         )
         x = torch.stack([transform(images[i]) for i in idx]).to(device)
-        t = tokenizer([texts[i] for i in idx]).to(device)
         start = time.perf_counter()
         img_f = net.encode_image(x, normalize=True)
-        txt_f = net.encode_text(t, normalize=True)
+        if cached is None:
+            txt_f = net.encode_text(tokenizer([texts[i] for i in idx]).to(device), normalize=True)
+        else:
+            features, head = cached
+            txt_f = head(features[torch.from_numpy(idx)])
         loss = loss_fn(img_f, txt_f, net.logit_scale.exp())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        history.append({"step": step, "loss": float(loss), "seconds": time.perf_counter() - start})
+        history.append({"step": step, "loss": loss.item(), "seconds": time.perf_counter() - start})
     net.eval()
     return history
 
