@@ -416,8 +416,11 @@ def test_shard_writer_publishes_only_on_success(tmp_path):
 
 
 def _generate_section(**changes) -> dict:
+    """The generate section of params.yaml with ``changes`` where each key lives."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["generate"].update(changes)
+    profile = params["profiles"][params["common"]["profile"]]["generate"]
+    for key, value in changes.items():
+        (profile if key in profile else params["generate"])[key] = value
     return config.stage_section(params, "generate")
 
 
