@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import timm
 import torch
+from crashing import CrashingItems
 from torch import nn
-from torch.utils.data import Dataset
 
 from lib.nn.aux_norm import AuxBatchNorm2d, convert_to_aux_norm
 from lib.train import (
@@ -60,22 +60,6 @@ def _model(seed: int = 0, **kwargs) -> nn.Module:
             "resnet10t", num_classes=NUM_CLASSES, in_chans=1, **TINY_RESNET, **kwargs
         )
     return convert_to_aux_norm(model)
-
-
-class _Items(Dataset):
-    """A generic dataset (no fast batch path) that can crash after some item reads."""
-
-    def __init__(self, inner: Dataset, crash_after: int | None = None):
-        self.inner, self.crash_after, self.reads = inner, crash_after, 0
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def __getitem__(self, i: int):
-        self.reads += 1
-        if self.crash_after is not None and self.reads > self.crash_after:
-            raise RuntimeError("simulated crash")
-        return self.inner[i]
 
 
 @pytest.fixture(scope="module")
@@ -146,16 +130,16 @@ def test_resume_equals_uninterrupted_run(tmp_path) -> None:
     real, synthetic = _toy_data()
     kw = {**TRAIN_KW, "steps": 6, "log_every": 3, "checkpoint_every": 2}
     reference = _model(drop_rate=0.3)  # dropout: the forward pass must be seeded per step too
-    ref_history = train_classifier(reference, _Items(real), _Items(synthetic), **kw)
+    ref_history = train_classifier(reference, CrashingItems(real), CrashingItems(synthetic), **kw)
 
     ckpt = tmp_path / "run.pt"
-    crashing = _Items(synthetic, crash_after=4 * 8)  # dies in the 5th step, after step 4's save
+    crashing = CrashingItems(synthetic, crash_after=4 * 8)  # dies in the 5th step, after step 4's save
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train_classifier(_model(drop_rate=0.3), _Items(real), crashing, checkpoint_path=ckpt, **kw)
+        train_classifier(_model(drop_rate=0.3), CrashingItems(real), crashing, checkpoint_path=ckpt, **kw)
     assert torch.load(ckpt, weights_only=True)["step"] == 4
 
     resumed = _model(seed=123, drop_rate=0.3)  # other initial weights: all must come from ckpt
-    history = train_classifier(resumed, _Items(real), _Items(synthetic), checkpoint_path=ckpt, **kw)
+    history = train_classifier(resumed, CrashingItems(real), CrashingItems(synthetic), checkpoint_path=ckpt, **kw)
     for key, value in reference.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
     timing = ("images_per_s", "data_share")  # wall-clock measurements differ between runs

@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from crashing import CrashingItems
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -91,22 +92,6 @@ def _model(seed: int = 0, aux: bool = True, **kwargs) -> nn.Module:
     return convert_to_aux_norm(model) if aux else model
 
 
-class _Items(Dataset):
-    """A generic dataset (no fast batch path) that can crash after some item reads."""
-
-    def __init__(self, inner: Dataset, crash_after: int | None = None):
-        self.inner, self.crash_after, self.reads = inner, crash_after, 0
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def __getitem__(self, i: int):
-        self.reads += 1
-        if self.crash_after is not None and self.reads > self.crash_after:
-            raise RuntimeError("simulated crash")
-        return self.inner[i]
-
-
 def _odd_set(real: ImageArrayDataset) -> ImageArrayDataset:
     """37 of the real images: an evaluation set that two processes cannot split evenly."""
     return ImageArrayDataset(real.images[:37].numpy()[..., 0], real.labels[:37].numpy(), 16, 1,
@@ -145,17 +130,17 @@ def _worker(out: Path) -> None:
     # resume: augmentation and dropout on (seeded per rank), AdamW, per-process BN
     ckpt = out / "state.pt"
     reference = _model(drop_rate=0.3)
-    ref_history = train_classifier(reference, _Items(real), _Items(synthetic), **RESUME_KW)
-    crashing = _Items(synthetic, crash_after=4 * 4)  # 4 synthetic per rank: dies in step 5
+    ref_history = train_classifier(reference, CrashingItems(real), CrashingItems(synthetic), **RESUME_KW)
+    crashing = CrashingItems(synthetic, crash_after=4 * 4)  # 4 synthetic per rank: dies in step 5
     try:
-        train_classifier(_model(drop_rate=0.3), _Items(real), crashing, checkpoint_path=ckpt,
+        train_classifier(_model(drop_rate=0.3), CrashingItems(real), crashing, checkpoint_path=ckpt,
                          **RESUME_KW)
     except RuntimeError as err:
         assert "simulated crash" in str(err)
     dist.barrier()  # a relaunch starts once every process has died
     saved_step = torch.load(ckpt, weights_only=True)["step"]
     resumed = _model(seed=123, drop_rate=0.3)  # other initial weights: all from the checkpoint
-    history = train_classifier(resumed, _Items(real), _Items(synthetic), checkpoint_path=ckpt,
+    history = train_classifier(resumed, CrashingItems(real), CrashingItems(synthetic), checkpoint_path=ckpt,
                                **RESUME_KW)
     results["resume"] = {"reference": _state(reference), "ref_history": ref_history,
                          "resumed": _state(resumed), "history": history,
@@ -335,7 +320,7 @@ def test_fp16_amp_uses_a_grad_scaler_and_resumes_exactly(tmp_path) -> None:
     ref_history = train_classifier(reference, real, synthetic, **kw)
     assert all(np.isfinite(row["loss"]) for row in ref_history)
     ckpt = tmp_path / "state.pt"
-    crashing = _Items(synthetic, crash_after=3 * 8)
+    crashing = CrashingItems(synthetic, crash_after=3 * 8)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_classifier(_model(), real, crashing, checkpoint_path=ckpt, **kw)
     state = torch.load(ckpt, weights_only=True)
