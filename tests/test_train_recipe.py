@@ -16,6 +16,7 @@ from lib.seeding import torch_generator
 from lib.stages.train import (
     check_bad,
     class_mask_for,
+    load_files,
     load_tolerant,
     select_real,
     select_synthetic,
@@ -165,6 +166,23 @@ def test_tolerant_loader_squares_mixed_sizes(tmp_path) -> None:
     Image.fromarray(np.zeros((30, 30, 3), dtype=np.uint8)).save(tmp_path / "b.png")
     arr, ok, bad = load_tolerant([tmp_path / "a.png", tmp_path / "b.png"], ["a", "b"], "RGB", 16)
     assert arr.shape == (2, 16, 16, 3) and ok.all() and not bad
+
+
+def test_memoised_loader_sees_changed_files_and_hands_out_copies(tmp_path) -> None:
+    paths = [tmp_path / f"{i}.png" for i in range(3)]
+    for i, p in enumerate(paths):
+        Image.fromarray(np.full((8, 8), 10 * i, dtype=np.uint8)).save(p)
+    names = [p.name for p in paths + [tmp_path / "missing.png"]]
+    first, ok, bad = load_files([*paths, tmp_path / "missing.png"], names, "L", 8)
+    assert ok.tolist() == [True, True, True, False] and [n for n, _ in bad] == ["missing.png"]
+    first[:] = 255  # the caller's copy: the memo is untouched
+    again, _, _ = load_files([*paths, tmp_path / "missing.png"], names, "L", 8)
+    assert [int(a[0, 0]) for a in again] == [0, 10, 20]
+    # A rewritten file (new size / modification time) is read again, as is a new file.
+    Image.fromarray(np.full((8, 8), 99, dtype=np.uint8)).save(paths[1])
+    Image.fromarray(np.full((8, 8), 77, dtype=np.uint8)).save(tmp_path / "missing.png")
+    changed, ok, bad = load_files([*paths, tmp_path / "missing.png"], names, "L", 8)
+    assert [int(a[0, 0]) for a in changed] == [0, 99, 20, 77] and ok.all() and not bad
 
 
 # -- data selection ---------------------------------------------------------------------------

@@ -26,7 +26,9 @@ per-class accuracies and the training curve.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,44 @@ def load_tolerant(
     if len({a.shape for a in arrays}) > 1:
         arrays = [_to_square(a, image_size) for a in arrays]
     return np.stack(arrays), ok, bad
+
+
+# Decoded inputs are memoised per process, keyed by the files' identity (path, size and
+# modification time): the ablation grid trains many runs in one worker process on the same
+# images. A changed file has a new key; the arrays handed out are copies.
+def _file_key(path: Path) -> tuple[str, int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (str(path), -1, -1)  # unreadable: load_tolerant reports it
+    return (str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_files(files: tuple[tuple[str, int, int], ...], names: tuple[str, ...], mode: str,
+                image_size: int) -> tuple[np.ndarray | None, np.ndarray, list[tuple[str, str]]]:
+    return load_tolerant([Path(f[0]) for f in files], list(names), mode, image_size)
+
+
+def load_files(paths: list[Path], names: list[str], mode: str, image_size: int
+               ) -> tuple[np.ndarray | None, np.ndarray, list[tuple[str, str]]]:
+    """:func:`load_tolerant` of image files, memoised per process by the files' identity."""
+    arr, ok, bad = _load_files(tuple(_file_key(p) for p in paths), tuple(names), mode,
+                               image_size)
+    return (None if arr is None else arr.copy()), ok.copy(), list(bad)
+
+
+@functools.lru_cache(maxsize=4)
+def _shard_samples(folder: str, files: tuple[tuple[str, int, int], ...]
+                   ) -> dict[str, dict[str, Any]]:
+    return {s["id"]: s for s in shards.iter_samples(folder, decode=False)}
+
+
+def shard_samples(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every stored sample of the completed shards under ``folder`` (id -> sample, not
+    decoded), memoised per process by the shards' identity."""
+    key = tuple(_file_key(p) for p in shards.completed_shards(folder))
+    return dict(_shard_samples(str(folder), key))
 
 
 def check_bad(what: str, bad: list[tuple[str, str]], total: int, max_fraction: float) -> None:
@@ -160,7 +200,7 @@ def real_split(cfg: TrainConfig, rows: pd.DataFrame, what: str,
         raise ValueError(f"the real {what} split is empty")
     mode = "L" if cfg.channels == 1 else "RGB"
     paths = rows["path"].tolist()
-    arr, ok, bad = load_tolerant([cfg.root / p for p in paths], paths, mode, cfg.image_size)
+    arr, ok, bad = load_files([cfg.root / p for p in paths], paths, mode, cfg.image_size)
     bad_log.extend({"set": what, "name": n, "error": e} for n, e in bad)
     check_bad(f"real {what}", bad, len(rows), cfg.max_bad_fraction)
     kept = rows[ok]
@@ -171,7 +211,7 @@ def synthetic_set(cfg: TrainConfig, classes: pd.DataFrame, real_counts: dict[int
                   bad_log: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray, int]:
     """The synthetic images used, their labels, and the shortfall against the multiplier."""
     label_of = dict(zip(classes["class_id"], classes["label"]))
-    samples = {s["id"]: s for s in shards.iter_samples(cfg.path("generate"), decode=False)}
+    samples = shard_samples(cfg.path("generate"))
     if not samples:
         raise ValueError(f"no generated images under {cfg.path('generate')}")
     if cfg.synthetic_strategy is not None:
