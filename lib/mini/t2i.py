@@ -33,7 +33,9 @@ the 4x4 level only, pooled text embedding, 1.23 M parameters; 16,000 corpus samp
   threads were 4-8x *slower* under that load (0.4-0.6 steps/s), hence ``num_threads``. On an
   otherwise idle machine a short benchmark gave 4-5 steps/s with two threads (1,000 steps
   in about 4 min).
-* caption states: 60-150 unique captions/s (16,000 captions: 110-260 s), once per run.
+* caption states: 60-150 unique captions/s (16,000 captions: 110-260 s), once per run; on
+  an idle machine with two threads ~300 captions/s (54 s), shared with the mini CLIP by
+  the ``zoo`` stage (:mod:`lib.mini.text`).
 * sampling, DDIM 20 steps, guidance 2 (two UNet passes per step), batches of 256:
   16 images/s with one thread, 23 with two (6-13 under the heavier load).
 * quality after 1,000 steps (final v-loss 0.28): digits and letters are readable at guidance
@@ -401,7 +403,8 @@ def train_mini_t2i(
 
     Returns the metrics: ``loss_start``/``final_loss`` (means over the first/last
     ``min(50, steps // 5)`` steps), ``steps``, ``steps_per_s``, ``train_seconds``,
-    ``encode_seconds``, ``params``, ``unique_captions``, ``config`` and ``folder``.
+    ``encode_seconds`` (loading MiniLM and, without ``caption_features``, encoding the
+    captions), ``params``, ``unique_captions``, ``config`` and ``folder``.
     """
     images = np.asarray(images)
     if images.ndim != 3 or len(images) != len(captions) or len(images) == 0:
