@@ -8,7 +8,9 @@ not depend on batch size, process count or resume point.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -30,3 +32,27 @@ def torch_generator(seed: int, *parts: object, device: str | torch.device = "cpu
 def numpy_rng(seed: int, *parts: object) -> np.random.Generator:
     """A NumPy ``Generator`` seeded for one item."""
     return np.random.default_rng(seed_for(seed, *parts))
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's global CPU RNG for the block and restore it afterwards (for code that
+    draws from the global generator, e.g. module initialisation)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block on ``n`` torch CPU threads (None or 0: leave as is), then restore.
+
+    CPU kernels, and so the bytes of results, can depend on the thread count.
+    """
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -316,6 +316,16 @@ def lr_factor(step: int, steps: int, warmup: int, schedule: str = "cosine") -> f
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def warmup_cosine_lr(step: int, steps: int, lr: float, warmup: int,
+                     final_frac: float = 0.0) -> float:
+    """Learning rate at 0-based ``step``: linear warm-up over ``warmup`` steps, then cosine
+    decay from ``lr`` to ``final_frac * lr`` (the mini models' trainers)."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def steps_for_epochs(
     epochs: float,
     epoch: str,

@@ -10,14 +10,12 @@ Builders are deterministic given ``seed`` and leave the global RNG untouched.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import torch
+from lib.seeding import seeded
 
 # Text for the tiny LLM's tokenizer; any short English text with the chat markers will do.
 _LLM_CORPUS = [
@@ -35,14 +33,6 @@ _LLM_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}"
     "{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
-
-
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed torch's global RNG for the block and restore it afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -136,7 +126,7 @@ def build_tiny_sd(folder: str | os.PathLike, seed: int = 0) -> Path:
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     folder = Path(folder)
-    with _seeded(seed), tempfile.TemporaryDirectory() as bpe:
+    with seeded(seed), tempfile.TemporaryDirectory() as bpe:
         tokenizer = _tiny_clip_tokenizer(Path(bpe))
         pipe = StableDiffusionPipeline(
             vae=_tiny_vae(),
@@ -174,7 +164,7 @@ def build_tiny_open_clip(folder: str | os.PathLike, seed: int = 0) -> Path:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with _seeded(seed):
+    with seeded(seed):
         model = open_clip.CLIP(**TINY_OPEN_CLIP_CFG)
     config = {
         "model_cfg": TINY_OPEN_CLIP_CFG,
@@ -231,7 +221,7 @@ def build_tiny_llm(folder: str | os.PathLike, seed: int = 0) -> Path:
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    with _seeded(seed):
+    with seeded(seed):
         model = LlamaForCausalLM(cfg)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
@@ -300,7 +290,7 @@ def build_tiny_captioner(folder: str | os.PathLike, seed: int = 0) -> Path:
     config.decoder_start_token_id = tokenizer.bos_token_id
     config.eos_token_id = tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
-    with _seeded(seed):
+    with seeded(seed):
         model = VisionEncoderDecoderModel(config=config)
     gen = model.generation_config
     gen.decoder_start_token_id = tokenizer.bos_token_id

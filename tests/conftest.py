@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
+
+from lib.seeding import torch_threads
 
 # Never wait on the hub: a load by name must fail at once (see ENVIRONMENT.md).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,7 +25,5 @@ def one_thread():
     """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
     CPU bytes depend on the thread count, and on a shared 2-core machine two threads wait on
     each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield

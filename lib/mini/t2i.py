@@ -48,13 +48,11 @@ the 4x4 level only, pooled text embedding, 1.23 M parameters; 16,000 corpus samp
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +63,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DCon
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from lib.io import replace_dir
 from lib.mini.text import (
     MAX_LENGTH,
     CaptionFeatures,
@@ -72,7 +71,8 @@ from lib.mini.text import (
     encode_text,
     load_minilm,
 )
-from lib.seeding import seed_for
+from lib.seeding import seed_for, seeded, torch_threads
+from lib.train import warmup_cosine_lr
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -321,32 +321,6 @@ def build_pipeline(
 # ----------------------------------------------------------------------------- training
 
 
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed torch's global RNG for the block and restore it afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def lr_at(step: int, steps: int, lr: float, warmup: int, final_frac: float = 0.1) -> float:
-    """Learning rate at ``step`` (0-based): linear warm-up, then cosine down to ``final_frac``."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return lr * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move folder ``src`` to ``dst``, replacing ``dst`` (the swap is two renames)."""
-    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     torch.save(state, tmp)
@@ -435,22 +409,10 @@ def train_mini_t2i(
         "n_images": len(images),
         "schedule": SCHEDULE,
     }
-    with _threads(num_threads):
+    with torch_threads(num_threads):
         return _train(images, captions, Path(folder), config, features=caption_features,
                       text_encoder_path=text_encoder_path, checkpoint_every=checkpoint_every,
                       stop_at=stop_at, progress=progress, device=torch.device(device))
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` torch CPU threads in the block (``None``: leave the setting alone)."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train(
@@ -493,7 +455,7 @@ def _train(
     encode_seconds = time.perf_counter() - t0
     text_encoder.to("cpu")
 
-    with _seeded(seed_for(seed, "mini-t2i", "init")):
+    with seeded(seed_for(seed, "mini-t2i", "init")):
         unet = build_unet(
             block_out_channels=config["block_out_channels"],
             layers_per_block=config["layers_per_block"],
@@ -549,7 +511,7 @@ def _train(
         pred = denoise(unet, xt, t, cond.to(dev), cond_mask.to(dev))
         loss = torch.nn.functional.mse_loss(pred.float(), target)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, steps, lr, warmup_steps)
+            group["lr"] = warmup_cosine_lr(step, steps, lr, warmup_steps, final_frac=0.1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -595,7 +557,7 @@ def _train(
     pipe.save_pretrained(tmp)
     record = {**metrics, "losses": losses}
     (tmp / "training.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    _replace_dir(tmp, folder)
+    replace_dir(tmp, folder)
     ckpt.unlink(missing_ok=True)
     return metrics
 

@@ -25,6 +25,7 @@ from lib import generate_cli, paths
 from lib.config import GenerateConfig
 from lib.io import read_json, write_json
 from lib.metrics import write_metrics
+from lib.seeding import torch_threads
 
 # Counts summed over ranks.
 _SUMMED = ("total", "generated", "skipped", "regenerated", "dropped", "attempts", "padded",
@@ -35,16 +36,10 @@ def _in_process(cfg: GenerateConfig) -> dict[str, Any]:
     """One worker in this process; on CPU with one thread, like torchrun's workers
     (OMP_NUM_THREADS=1): CPU kernels differ with the thread count, and the bytes of an image
     must not depend on ``nproc``."""
-    import torch
-
     if not cfg.common.device.startswith("cpu"):
         return generate_cli.run_worker(cfg)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return generate_cli.run_worker(cfg)
-    finally:
-        torch.set_num_threads(before)
 
 
 def run(cfg: GenerateConfig) -> dict[str, Any]:
