@@ -39,6 +39,47 @@ def load(model: str, pretrained: str | None, device: str) -> tuple[Any, Any, Any
     return load_open_clip(model, pretrained, device)
 
 
+def _per_distinct_text(
+    module: Any, texts: Sequence[str], encode: Callable[[list[str]], torch.Tensor],
+    batch_size: int, progress: bool,
+) -> torch.Tensor:
+    """``encode`` of each distinct text once (``module`` in eval mode, no grad), one row per
+    text of ``texts``."""
+    unique, index = np.unique(np.asarray(list(texts), dtype=object), return_inverse=True)
+    was_training = module.training
+    module.eval()
+    chunks = []
+    with torch.no_grad():
+        for i in tqdm(range(0, len(unique), batch_size), desc="text tower",
+                      disable=not progress):
+            chunks.append(encode([str(t) for t in unique[i : i + batch_size]]).float())
+    module.train(was_training)
+    return torch.cat(chunks)[torch.from_numpy(index.astype(np.int64).reshape(-1))]
+
+
+def pooled_text_features(
+    net: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    device: str = "cpu",
+    batch_size: int = 256,
+    progress: bool = False,
+) -> torch.Tensor:
+    """An HF text tower's pooled transformer output (before its projection) per text.
+
+    ``net.text.proj`` of it is ``encode_text`` (unnormalised) up to float rounding. Each
+    distinct text is encoded once, in eval mode, in batches of ``batch_size``.
+    """
+    text = net.text
+
+    def encode(batch: list[str]) -> torch.Tensor:
+        tokens = tokenizer(batch).to(device)
+        mask = (tokens != text.config.pad_token_id).long()
+        return text.pooler(text.transformer(input_ids=tokens, attention_mask=mask), mask)
+
+    return _per_distinct_text(text, texts, encode, batch_size, progress)
+
+
 def frozen_text_features(
     net: Any,
     tokenizer: Any,
@@ -51,7 +92,7 @@ def frozen_text_features(
 
     Returns ``(features [N, D], head)`` such that ``head(features[i])`` is text ``i``'s
     normalised embedding, with only ``head`` still trainable: for an HF text tower whose
-    transformer is frozen, the pooled transformer output and ``normalize(text.proj(.))``; for
+    transformer is frozen, :func:`pooled_text_features` and ``normalize(text.proj(.))``; for
     any other tower with no trainable parameter, ``encode_text`` and the identity. ``None``
     when the text tower trains. Runs in eval mode under ``torch.no_grad``.
     """
@@ -61,36 +102,16 @@ def frozen_text_features(
     if isinstance(text, HFTextEncoder):
         if any(p.requires_grad for p in text.transformer.parameters()):
             return None
-
-        def encode(tokens: torch.Tensor) -> torch.Tensor:
-            mask = (tokens != text.config.pad_token_id).long()
-            return text.pooler(text.transformer(input_ids=tokens, attention_mask=mask), mask)
-
-        def head(features: torch.Tensor) -> torch.Tensor:
-            return F.normalize(text.proj(features), dim=-1)
-    else:
-        text_params = [p for name, p in net.named_parameters()
-                       if not name.startswith(("visual.", "logit_scale", "logit_bias"))]
-        if any(p.requires_grad for p in text_params):
-            return None
-
-        def encode(tokens: torch.Tensor) -> torch.Tensor:
-            return net.encode_text(tokens, normalize=True)
-
-        def head(features: torch.Tensor) -> torch.Tensor:
-            return features
-
-    unique, index = np.unique(np.asarray(list(texts), dtype=object), return_inverse=True)
-    was_training = net.training
-    net.eval()
-    chunks = []
-    with torch.no_grad():
-        for i in tqdm(range(0, len(unique), batch_size), desc="frozen text tower",
-                      disable=not progress):
-            chunks.append(encode(tokenizer([str(t) for t in unique[i : i + batch_size]])
-                                 .to(device)).float())
-    net.train(was_training)
-    return torch.cat(chunks)[torch.from_numpy(index.astype(np.int64).reshape(-1))], head
+        features = pooled_text_features(net, tokenizer, texts, device, batch_size, progress)
+        return features, lambda f: F.normalize(text.proj(f), dim=-1)
+    text_params = [p for name, p in net.named_parameters()
+                   if not name.startswith(("visual.", "logit_scale", "logit_bias"))]
+    if any(p.requires_grad for p in text_params):
+        return None
+    features = _per_distinct_text(
+        net, texts, lambda batch: net.encode_text(tokenizer(batch).to(device), normalize=True),
+        batch_size, progress)
+    return features, lambda f: f
 
 
 def train_clip(

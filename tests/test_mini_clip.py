@@ -160,35 +160,3 @@ def test_train_rejects_bad_input(data, tmp_path):
     with pytest.raises(ValueError, match="fewer than one batch"):
         mc.train_mini_clip(images, captions, tmp_path / "x", steps=1, batch_size=64)
     assert not (tmp_path / "x").exists()
-
-
-class _StubScorer:
-    """Texts and images embedded by lookup tables."""
-
-    def __init__(self, texts: dict[str, list[float]], images: dict[str, list[float]]):
-        self.texts, self.images = texts, images
-
-    def encode_texts(self, texts):
-        return torch.nn.functional.normalize(torch.tensor([self.texts[t] for t in texts]), dim=-1)
-
-    def encode_images(self, images):
-        return torch.nn.functional.normalize(torch.tensor([self.images[i] for i in images]), dim=-1)
-
-
-def test_zero_shot_toy_case():
-    # Class 0's prompts x, x2 average to (1, 1, 0): image "d" is nearer that mean than y, but
-    # nearer y than x alone, so it tells ensembling (mean of the prompt embeddings) apart.
-    texts = {"x": [1.0, 0.0, 0.0], "x2": [0.0, 1.0, 0.0], "y": [0.55, 0.55, 0.63],
-             "z": [0.0, 0.0, 1.0]}
-    images = {"a": [1.0, 0.1, 0.0], "b": [0.0, 0.6, 0.8], "c": [0.1, 0.0, 1.0],
-              "d": [0.5, 0.5, 0.1]}
-    scorer = _StubScorer(texts, images)
-    result = mc.zero_shot(scorer, ["a", "b", "c", "d"], [["x", "x2"], ["y"], ["z"]], [0, 1, 1, 0])
-    assert result["predictions"] == [0, 1, 2, 0]
-    assert result["accuracy"] == pytest.approx(0.75)
-    assert result["per_class_accuracy"] == [1.0, 0.5, None]
-    assert result["confusion"] == [[2, 0, 0], [0, 1, 1], [0, 0, 0]]
-    single = mc.zero_shot(scorer, ["d"], [["x"], ["y"], ["z"]], [0])
-    assert single["predictions"] == [1] and single["accuracy"] == 0.0
-    with pytest.raises(ValueError, match="labels"):
-        mc.zero_shot(scorer, ["a"], [["x"]], [0, 1])

@@ -17,16 +17,16 @@ loads the folder (``OpenClipScorer(folder)``), tokenizer included.
 
 Training (:func:`train_mini_clip`) uses ``open_clip.loss.ClipLoss`` with a learned logit scale
 and AdamW (warm-up, cosine decay). The text transformer is frozen, so the pooled MiniLM output
-of every distinct caption is computed once (or taken from the features the ``zoo`` stage
-computes once for both mini models, :mod:`lib.mini.text`) and each step
+of every distinct caption is computed once (:func:`lib.clip_train.pooled_text_features`, or
+taken from the features the ``zoo`` stage computes once for both mini models,
+:mod:`lib.mini.text`) and each step
 runs only the text projection; inference goes through the normal ``encode_image`` /
 ``encode_text``. Images are preprocessed once by the very eval transform the saved model uses
 (PIL 'L' 8x8 -> RGB -> normalised by the training images' grey mean/std). Training runs on one
 torch thread by default: on the 2 shared cores it is 4x faster than two threads for these small
 matrices, and the bytes do not depend on the core count. Given ``seed`` the saved weights are
 bit-for-bit reproducible (initial weights, batch order and shifts come from
-:mod:`lib.seeding`; a text's features do not depend on which other texts share its batch, so
-cached and fresh features give the same bytes).
+:mod:`lib.seeding`).
 
 Measured on 2 shared CPU cores (other jobs running, load 3-6), corpus ids 0..N-1 with seed 0,
 defaults (batch 128, lr 5e-3, no shift augmentation), 2000 steps:
@@ -36,7 +36,7 @@ defaults (batch 128, lr 5e-3, no shift augmentation), 2000 steps:
 =====================  ==========  =========  =====================================
 MiniLM caption feats   100 s       ~200 s     once per corpus (60-120 captions/s)
 training               72 s        100 s      2000 steps, 20-28 steps/s
-real digits, all 1797  60.3 %      58.5 %     zero-shot, :func:`digit_class_texts`
+real digits, all 1797  60.3 %      58.5 %     zero-shot, 4 prompts per digit (*)
 real digits, val 453   60.7 %      57.8 %     the pipeline's split (0.25, seed 0)
 corpus held-out digits 58.6 %      63.9 %     digit glyphs of corpus seed 1 (n=872)
 corpus i2t R@1 of 200  26 %        32 %       image -> its caption among 200
@@ -49,7 +49,8 @@ of 54 % at lr 2e-3; the captions name the position), 4000 steps (60 %), batch 25
 MLP text projection (53 %), class-token pooling (56 %), patch size 1 (37 %, 3.7x slower), a
 wider/deeper ViT (width 128, 3 layers; with shifts 44 % after 1000 steps, as the small one
 after 2000, at a quarter of its steps/s). Figures for N = 20 000 unless said; one seed each,
-so differences of a few points are noise.
+so differences of a few points are noise. (*) Measured with a prompt-ensemble helper of this
+module since dropped for :func:`lib.clip_train.zero_shot`, which the ``clip`` stage reports.
 """
 
 from __future__ import annotations
@@ -71,8 +72,11 @@ import torch
 import torch.nn.functional as F
 
 from lib.backends.clip_open_clip import CONFIG_NAME, resolve_hf_name, resolve_text_cfg
+from lib.clip_train import pooled_text_features
+from lib.io import replace_dir
 from lib.mini.text import CaptionFeatures
-from lib.seeding import seed_for, torch_generator
+from lib.seeding import seed_for, seeded, torch_generator, torch_threads
+from lib.train import warmup_cosine_lr
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -121,26 +125,6 @@ def mini_clip_config(
 
 
 @contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed torch's global RNG for the block and restore it afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-@contextlib.contextmanager
-def _num_threads(n: int | None) -> Iterator[None]:
-    """Run the block on ``n`` torch CPU threads (None: leave as is), then restore."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """Silence transformers' load report (MiniLM's unused pooler weights) and progress bar."""
     from transformers.utils import logging as hf_logging
@@ -169,7 +153,7 @@ def build_mini_clip(
     cfg = deepcopy(model_cfg or mini_clip_config())
     cfg.pop("custom_text", None)
     cfg["text_cfg"] = {**resolve_text_cfg(cfg["text_cfg"]), "hf_model_pretrained": pretrained_text}
-    with _seeded(seed_for(seed, "mini-clip", "init")), _quiet_transformers():
+    with seeded(seed_for(seed, "mini-clip", "init")), _quiet_transformers():
         model = open_clip.CustomTextCLIP(**cfg)
     model.lock_text_tower(unlocked_layers=0, freeze_layer_norm=True)
     return model
@@ -229,41 +213,6 @@ def preprocess_images(images: np.ndarray, preprocess_cfg: dict[str, Any]) -> tor
 
 
 # ----------------------------------------------------------------------------- text features
-@torch.no_grad()
-def pooled_text_features(
-    model: torch.nn.Module,
-    tokenizer: Callable[[list[str]], torch.Tensor],
-    texts: Sequence[str],
-    batch_size: int = 256,
-    progress: bool = False,
-) -> torch.Tensor:
-    """The frozen text transformer's pooled output (before the projection) per text.
-
-    ``model.text.proj(features)`` equals ``model.encode_text(tokenizer(texts))`` up to float
-    rounding: the same tokens without the trailing padding. Texts are batched by token count,
-    so no batch holds padding and a text's features do not depend on the others.
-    """
-    from tqdm.auto import tqdm
-
-    text = model.text
-    was_training = text.training
-    text.eval()
-    tokens = tokenizer(list(texts))
-    pad = text.config.pad_token_id
-    lengths = (tokens != pad).sum(1)
-    batches = []
-    for length in torch.unique(lengths).tolist():
-        sel = torch.nonzero(lengths == length).flatten()
-        batches += [sel[i : i + batch_size] for i in range(0, len(sel), batch_size)]
-    out = torch.empty(len(texts), text.config.hidden_size)
-    for sel in tqdm(batches, desc="MiniLM", disable=not progress):
-        x = tokens[sel, : int(lengths[sel[0]])]
-        mask = torch.ones_like(x)
-        out[sel] = text.pooler(text.transformer(input_ids=x, attention_mask=mask), mask).float()
-    text.train(was_training)
-    return out
-
-
 def _text_features(
     model: torch.nn.Module,
     model_cfg: dict[str, Any],
@@ -301,14 +250,6 @@ def random_shift(x: torch.Tensor, max_shift: int, fill: torch.Tensor, gen: torch
             if len(sel):
                 out[sel] = padded[sel, :, oy : oy + h, ox : ox + w]
     return out
-
-
-def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
-    """Linear warm-up then cosine decay to zero."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    t = (step - warmup) / max(1, steps - warmup)
-    return 0.5 * lr * (1.0 + math.cos(math.pi * t))
 
 
 def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -376,7 +317,7 @@ def train_mini_clip(
     hyper = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
              "weight_decay": weight_decay, "warmup_fraction": warmup_fraction,
              "max_shift": max_shift}
-    with _num_threads(threads):
+    with torch_threads(threads):
         return _train(images, captions, Path(folder), hyper, model_cfg or mini_clip_config(),
                       device=device, progress=progress, text_features=text_features)
 
@@ -431,7 +372,7 @@ def _train(
             gen = torch_generator(seed, "mini-clip-shift", step)
             x = random_shift(x, hyper["max_shift"] * scale, fill, gen)
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, hyper["lr"], warmup)
+            group["lr"] = warmup_cosine_lr(step, steps, hyper["lr"], warmup)
         loss = contrastive_loss(model, x, text_feats[idx], loss_fn)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -472,7 +413,6 @@ def _save_folder(folder: Path, config: dict[str, Any], write_weights: Callable[[
     """Write config + weights into a temporary folder beside ``folder``, then swap it in."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    old = None
     try:
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         write_weights(tmp)
@@ -481,71 +421,7 @@ def _save_folder(folder: Path, config: dict[str, Any], write_weights: Callable[[
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; make it an ordinary folder
         for f in tmp.iterdir():
             os.chmod(f, 0o666 & ~umask)
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old",
-                                        dir=folder.parent))
-            os.replace(folder, old / folder.name)
-        try:
-            os.replace(tmp, folder)
-        except BaseException:
-            if old is not None:
-                os.replace(old / folder.name, folder)  # put the previous model back
-            raise
+        replace_dir(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-# ----------------------------------------------------------------------------- evaluation
-def zero_shot(
-    scorer: Any,
-    images: Sequence[Image.Image],
-    class_texts: Sequence[Sequence[str]],
-    labels: Sequence[int],
-) -> dict[str, Any]:
-    """Zero-shot classification of ``images`` by a CLIP scorer with prompt ensembling.
-
-    ``class_texts[c]`` are the texts of class ``c``; their unit embeddings are averaged and
-    re-normalised into one class embedding. ``scorer`` is any object with ``encode_images`` and
-    ``encode_texts`` returning unit-norm embeddings (an :class:`OpenClipScorer`). Returns
-    accuracy, per-class accuracy (None for a class without images), the confusion matrix
-    (rows: true class, columns: predicted) and the predictions.
-    """
-    if len(images) != len(labels):
-        raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    if not class_texts or any(len(t) == 0 for t in class_texts):
-        raise ValueError("every class needs at least one text")
-    n_classes = len(class_texts)
-    flat = [t for texts in class_texts for t in texts]
-    owner = torch.tensor([c for c, texts in enumerate(class_texts) for _ in texts])
-    text_emb = scorer.encode_texts(flat).float()
-    class_emb = torch.zeros(n_classes, text_emb.shape[1]).index_add_(0, owner, text_emb)
-    class_emb = F.normalize(class_emb, dim=-1)
-    image_emb = scorer.encode_images(list(images)).float()
-    pred = (image_emb @ class_emb.T).argmax(1).numpy() if len(images) else np.zeros(0, int)
-    y = np.asarray(labels, dtype=np.int64)
-    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(confusion, (y, pred), 1)
-    support = confusion.sum(1)
-    per_class = [
-        float(confusion[c, c] / support[c]) if support[c] else None for c in range(n_classes)
-    ]
-    return {
-        "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
-        "per_class_accuracy": per_class,
-        "confusion": confusion.tolist(),
-        "predictions": pred.tolist(),
-    }
-
-
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-
-
-def digit_class_texts() -> list[list[str]]:
-    """Prompt ensembles for the ten digits, in the words the corpus captions use."""
-    return [
-        [f"the digit {d}", f"the number {w}", f"a handwritten {d}", f"a photo of the digit {w}"]
-        for d, w in enumerate(DIGIT_WORDS)
-    ]
