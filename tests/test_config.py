@@ -18,6 +18,7 @@ from lib import paths
 from lib.config import (
     CONFIGS,
     PROFILES,
+    SECTIONS,
     STAGES,
     ClassesConfig,
     ConfigError,
@@ -64,7 +65,7 @@ def raises(message: str) -> Any:
 # -- loading -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", SECTIONS)
 def test_every_stage_loads(params: dict[str, Any], stage: str) -> None:
     cfg = config(params, stage)
     assert type(cfg) is CONFIGS[stage]
@@ -93,7 +94,7 @@ def test_values_from_section_and_overlay(params: dict[str, Any]) -> None:
 @pytest.mark.parametrize("profile", ["smoke", "mini", "imagenet100", "imagenet"])
 def test_every_built_profile_loads(params: dict[str, Any], profile: str) -> None:
     params["common"]["profile"] = profile
-    for stage in STAGES:
+    for stage in SECTIONS:
         assert config(params, stage).common.profile == profile
 
 
@@ -116,8 +117,48 @@ def test_from_namespace_ignores_other_globals(params: dict[str, Any]) -> None:
 
 
 def test_unknown_stage(params: dict[str, Any]) -> None:
-    with raises("unknown stage 'trian'; valid stages: " + ", ".join(STAGES)):
+    with raises("unknown section 'trian'; valid: " + ", ".join(SECTIONS)):
         stage_section(params, "trian")
+    assert set(SECTIONS) == {*STAGES, "sweep"}
+
+
+def test_a_profile_extends_another_with_yaml_merge_keys() -> None:
+    with open(ROOT / "params.yaml", encoding="utf-8") as fh:
+        text = fh.read()
+    assert "<<: *imagenet100" in text  # imagenet states only what differs from imagenet100
+    params = yaml.safe_load(text)
+    big, small = params["profiles"]["imagenet"], params["profiles"]["imagenet100"]
+    assert set(big) == set(small)
+    differ = {(s, k) for s in small for k in small[s] if small[s][k] != big[s].get(k)}
+    assert differ == {("classes", "subset")}
+    for profile in ("imagenet100", "imagenet"):
+        params["common"]["profile"] = profile
+        assert config(params, "train").arch == "resnet50"
+    assert config(params, "classes").subset is None
+
+
+def test_keys_equal_in_every_profile_live_in_the_base_section() -> None:
+    with open(ROOT / "params.yaml", encoding="utf-8") as fh:
+        profiles = yaml.safe_load(fh)["profiles"]
+    same = []
+    for section in profiles["mini"]:
+        overlays = [profiles[p].get(section) or {} for p in PROFILES]
+        for key in set.intersection(*(set(o) for o in overlays)):
+            if all(o[key] == overlays[0][key] for o in overlays):
+                same.append(f"{section}.{key}")
+    assert same == []
+
+
+def test_the_sweep_is_its_own_section(params: dict[str, Any]) -> None:
+    sweep = config(params, "sweep")
+    assert sweep.sources == ("real", "real-noaug", "classname", "cd", "sd", "cdsd")
+    assert sweep.run_seeds == sweep.seeds and sweep.run_multipliers == sweep.multipliers
+    params["sweep"]["large"] = True
+    large = config(params, "sweep")
+    assert (large.run_seeds, large.run_multipliers) == (large.large_seeds,
+                                                        large.large_multipliers)
+    assert not any(k.startswith("grid") for k in stage_keys("train"))
+    assert stage_keys("analyze")[-2:] == ["batch_size", "dpi"]  # analyze reads no train key
 
 
 # -- unknown, missing and mistyped keys -------------------------------------------------
@@ -195,14 +236,60 @@ def test_none_only_where_optional(params: dict[str, Any]) -> None:
         config(params, "classes")
 
 
+@pytest.mark.parametrize(
+    ("section", "where", "key", "value", "valid"),
+    [
+        ("train", "train", "optimizer", "adam", "adamw, sgd"),
+        ("train", "train", "schedule", "linear", "cosine, constant"),
+        ("train", "train", "epoch", "synthetic", "real, all"),
+        ("train", "profile", "augment", ["crop", "mirror"], "rrc, crop, flip, jitter"),
+        ("train", "profile", "synthetic_strategy", "cdsdx", "classname, description"),
+        ("train", "profile", "amp", "fp8", "bf16, bfloat16, fp16, float16"),
+        ("generate", "generate", "backend", "diffuser", "diffusers, mini"),
+        ("generate", "profile", "dtype", "float64", "float32, float16, bfloat16"),
+        ("generate", "generate", "image_format", "webp", "png, jpg, jpeg"),
+        ("disambiguate", "disambiguate", "mode", "images", "clip, generate"),
+        ("disambiguate", "profile", "llm_backend", "vllm", "transformers, openai, recorded"),
+        ("disambiguate", "disambiguate", "cd_axes", ["scene"], "foreground, background"),
+        ("prompts", "profile", "strategies", ["classname", "caption"], "captions, cd, sd"),
+        ("sweep", "sweep", "sources", ["real", "synthetic"], "real, real-noaug, classname"),
+        ("sweep", "profile", "regimes", ["half"], "full, limited, none"),
+        ("classes", "classes", "ood", ["fog"], "thicken, rotate, invert, noise, blur"),
+        ("classes", "profile", "subset", "imagenet10", "imagenet1k, imagenet100"),
+        ("clip", "clip", "sources", ["both"], "real, synthetic, combined"),
+        ("zoo", "profile", "build", "tiny", "mini, tiny-random, none"),
+    ],
+)
+def test_a_wrong_choice_names_the_key_and_the_choices(
+    params: dict[str, Any], section: str, where: str, key: str, value: Any, valid: str
+) -> None:
+    target = params["profiles"]["smoke"][section] if where == "profile" else params[section]
+    assert key in target
+    target[key] = value
+    with pytest.raises(ConfigError, match=rf"\[{section}\] {re.escape(key)}.* is not a valid "
+                       rf"choice; valid: .*{re.escape(valid)}"):
+        config(params, section)
+
+
+def test_a_choice_refuses_other_types(params: dict[str, Any]) -> None:
+    params["train"]["optimizer"] = 1
+    with raises("[train] optimizer=1 is not a valid choice"):
+        config(params, "train")
+    params["train"]["optimizer"] = "sgd"
+    assert config(params, "train").optimizer == "sgd"
+
+
 def test_other_wrong_types(params: dict[str, Any]) -> None:
     params["common"]["progress"] = "yes"
     with raises("[train] progress must be bool, got str 'yes'"):
         config(params, "train")
     params["common"]["progress"] = True
     params["classes"]["ood"] = ["invert", 3]
-    with raises("[classes] ood[1] must be str, got int 3"):
+    with raises("[classes] ood[1]=3 is not a valid choice"):
         config(params, "classes")
+    params["disambiguate"]["cd_axes"] = "foreground"
+    with raises("[disambiguate] cd_axes must be a list, got str 'foreground'"):
+        config(params, "disambiguate")
     params["classes"]["ood"] = "invert"
     with raises("[classes] ood must be a list, got str 'invert'"):
         config(params, "classes")

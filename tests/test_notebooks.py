@@ -20,10 +20,10 @@ NOTEBOOKS = {p.stem: p for p in sorted((ROOT / "notebooks").glob("*.ipynb"))}
 def test_one_notebook_per_stage():
     assert set(NOTEBOOKS) == set(config.STAGES)
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    # `train-grid` is the one CLI stage (the ablation grid; see its comment in dvc.yaml).
-    stages = set(dvc["stages"]) - {"strip", "train-grid"}
+    # `sweep` is the one CLI stage (the ablation grid; see its comment in dvc.yaml).
+    stages = set(dvc["stages"]) - {"strip", "sweep"}
     assert stages == set(config.STAGES)
-    assert dvc["stages"]["train-grid"]["cmd"].startswith("python -m lib.train_cli ")
+    assert dvc["stages"]["sweep"]["cmd"].startswith("python -m lib.sweep ")
     assert dvc["stages"]["strip"]["foreach"] == list(config.STAGES)
     for stage in config.STAGES:
         assert dvc["stages"][stage]["cmd"] == f"python -m lib.runner {stage}"

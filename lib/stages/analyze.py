@@ -1,12 +1,12 @@
 """Stage ``analyze``: recognizability of the synthetic images, the ablation grid, the figures.
 
 Recognizability of class c (per prompt strategy) = the share of synthetic images generated
-for c that a classifier trained on *real* images only assigns to c. The judge is the grid's
-first real-only run (``train-grid/real``, regime ``full``, lowest seed) when the grid has
+for c that a classifier trained on *real* images only assigns to c. The judge is the sweep's
+first real-only run (``sweep/real``, regime ``full``, lowest seed) when the sweep has
 one, else the ``train`` stage's model; which one is recorded in the metrics. It is loaded as
 a *plain* timm model from its checkpoint (auxiliary norms dropped).
 
-The ablation grid (dvc.yaml ``train-grid``, one stage per source) is aggregated into one row
+The ablation grid (dvc.yaml ``sweep``, one stage per source) is aggregated into one row
 per (source, regime, multiplier, aux norm): mean, standard deviation (ddof=1; empty for a
 single seed) and count over seeds of each set's top-1 (``ood_mean`` = the mean over the OOD
 corruptions), written as ``grid.csv`` and shown as figures: real + synthetic against the
@@ -23,22 +23,20 @@ import numpy as np
 import pandas as pd
 
 import lib.mini.models  # noqa: F401  (the mini world's architectures, for load_plain_timm)
-from lib import paths, plots, shards
+from lib import plots, shards
+from lib.choices import REAL_SOURCES
 from lib.config import AnalyzeConfig
 from lib.io import atomic_path, read_json, write_json
 from lib.metrics import write_metrics
 from lib.train import ImageArrayDataset, load_plain_timm, predict
 
-REAL_SOURCES = ("real", "real-noaug")
-
 
 def judge_checkpoint(cfg: AnalyzeConfig) -> tuple[Path, str]:
     """The real-only classifier that judges recognizability, and a name for it."""
-    grid = Path(f"{cfg.path('train')}-grid") / "real"
-    runs = sorted(grid.glob("full-real-*-s*/model.pt"),
+    runs = sorted((cfg.path("sweep") / "real").glob("full-real-*-s*/model.pt"),
                   key=lambda p: int(p.parent.name.rsplit("-s", 1)[1]))
     if runs:
-        return runs[0], f"train-grid/real/{runs[0].parent.name}"
+        return runs[0], f"sweep/real/{runs[0].parent.name}"
     return cfg.path("train") / "model.pt", "train"
 
 
@@ -108,11 +106,11 @@ GRID_KEYS = ["source", "regime", "multiplier", "aux_norm"]
 
 
 def grid_runs(folder: Path, sources: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """One row per grid run (its flat metrics JSON, in any subfolder; with ``sources`` only in
-    those sources' subfolders, so folders left by another profile's grid are not mixed in),
+    """One row per sweep run (``<folder>/<source>/<run>/metrics.json``; with ``sources`` only
+    those sources' folders, so folders left by another profile's sweep are not mixed in),
     sorted by the grid keys and seed; ``ood_mean.top1`` = the mean top-1 over the run's
     ``ood_*`` sets."""
-    files = sorted(Path(folder).rglob("*.json"))
+    files = sorted(Path(folder).glob("*/*/metrics.json"))
     if sources is not None:
         files = [f for f in files if f.relative_to(folder).parts[0] in sources]
     rows = [read_json(f) for f in files]
@@ -234,10 +232,10 @@ def run(cfg: AnalyzeConfig) -> dict[str, Any]:
              .merge(per_class[["label", "name", "val"]], on="label"))
     zero_shot = read_json(cfg.path("clip") / "zero_shot.json")
     out = cfg.path("analyze")
-    from lib import config  # the grid's sources are the train stage's (dvc.yaml matrix)
+    from lib import config  # the sweep's sources (dvc.yaml's matrix): params.yaml sweep.sources
 
-    sources = config.load("train").grid_sources
-    runs = grid_runs(paths.resolve(cfg.grid_metrics, cfg.root), sources)
+    sources = config.load("sweep").sources
+    runs = grid_runs(cfg.path("sweep"), sources)
     grid = grid_table(runs)
     with atomic_path(out / "grid.csv") as tmp:
         grid.to_csv(tmp, index=False)

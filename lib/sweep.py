@@ -1,0 +1,138 @@
+"""The sweep runner: every training run of one data source of the ablation grid.
+
+    python -m lib.sweep --source cdsd --out outputs/sweep/cdsd
+
+dvc.yaml's ``sweep`` stage is a matrix with one stage per *source* (``sweep.sources``); each
+trains every point of ``regimes x multipliers x aux_norm x seeds`` of the ``sweep`` section
+(with ``large``: the ``large_*`` seeds and multipliers) that applies to its source,
+``workers`` runs at a time (one CPU thread each, so a run's numbers do not depend on how many
+run beside it). Each run writes its folder ``<out>/<run>/`` with its flat results
+``metrics.json`` (kept as data: the ``analyze`` stage aggregates them). A run is the ``train``
+stage's configuration (params.yaml, active profile) with the grid point's settings replaced,
+so a sweep run and the single ``train`` run differ only in what the sweep names.
+
+Sources:
+
+* ``real``: real images only, with the profile's augmentation (the baseline that synthetic
+  data must beat: gains from mere regularisation are already in it);
+* ``real-noaug``: real images only, no augmentation;
+* a prompt strategy (``classname``, ``cd``, ``sd``, ``cdsd``, ...): real images plus the
+  generated images of that strategy, ``synthetic_multiplier`` x the real train count per
+  class, ``synthetic_fraction`` of every batch, with or without the auxiliary norm.
+
+Regimes: ``full`` (every real train image), ``limited`` (``limited_per_class`` real
+images per class), ``none`` (synthetic only: the scaling paper's main setting; strategies
+only, auxiliary norm off). Real-only sources ignore the multiplier and the aux norm (one run
+per regime and seed). A run whose ``metrics.json`` exists and records the same configuration
+(``config_hash``) is kept, so a killed sweep resumes; any other run is trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from lib import config, paths
+from lib.grid import GridPoint, config_hash, grid_points, point_config
+
+RESULTS = "metrics.json"  # a run's flat results, in its folder
+
+
+def _done(cfg: config.TrainConfig, sweep: config.SweepConfig, point: GridPoint,
+          out: Path) -> bool:
+    path = out / point.name / RESULTS
+    if not path.exists():
+        return False
+    try:
+        return json.loads(path.read_text()).get("config_hash") == config_hash(
+            point_config(cfg, sweep, point))
+    except (OSError, ValueError):
+        return False
+
+
+def _run_point(cfg: config.TrainConfig, sweep: config.SweepConfig, point: GridPoint,
+               out: Path) -> str:
+    import torch
+
+    from lib.stages import train
+
+    torch.set_num_threads(1)  # the same kernels whether one run or several run at a time
+    run_dir = out / point.name
+    run_cfg = point_config(cfg, sweep, point)
+    result = train.run(run_cfg, out=run_dir, metrics_path=run_dir / RESULTS,
+                       history_path=run_dir / "history.csv",
+                       extra_metrics={**point.record(), "config_hash": config_hash(run_cfg)})
+    return f"{point.name}: val top1 {result['metrics']['val']['top1']:.4f}"
+
+
+def run_sweep(cfg: config.TrainConfig, sweep: config.SweepConfig, source: str, out: Path,
+              workers: int | None = None) -> list[str]:
+    """Train the missing runs of ``source``; returns one summary line per run trained."""
+    points = grid_points(sweep, source)
+    todo = [p for p in points if not _done(cfg, sweep, p, out)]
+    print(f"[sweep] {source}: {len(points)} runs, {len(points) - len(todo)} already done",
+          flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = sweep.workers if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"sweep.workers must be positive, got {workers}")
+    if workers == 1 or len(todo) <= 1:
+        lines = [_run_point(cfg, sweep, p, out) for p in todo]
+    else:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futures = [pool.submit(_run_point, cfg, sweep, p, out) for p in todo]
+                lines = []
+                for i, f in enumerate(futures, 1):
+                    lines.append(f.result())
+                    print(f"[sweep] {i}/{len(todo)} {lines[-1]}", flush=True)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib.sweep",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--source", required=True,
+                        help="real, real-noaug or a prompt strategy (sweep.sources)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="folder of the runs (one subfolder each)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="runs at a time (default: sweep.workers)")
+    args = parser.parse_args(argv)
+    try:
+        from lib import plan
+
+        cfgs = plan.check(config.load_params())
+        cfg, sweep = cfgs["train"], cfgs["sweep"]
+        if args.source not in sweep.sources:
+            raise config.ConfigError(f"--source {args.source!r} is not in sweep.sources "
+                                     f"({', '.join(sweep.sources)})")
+        grid_points(sweep, args.source)
+    except (config.ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    lines = run_sweep(cfg, sweep, args.source, paths.resolve(args.out, paths.project_root()),
+                      args.workers)
+    for line in lines:
+        print(f"[sweep] {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
