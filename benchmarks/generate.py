@@ -15,8 +15,8 @@ random weights from the published component configs written below (no download; 
 tokenizers are byte-level stand-ins, which changes token counts, not the model's cost).
 Otherwise the model is ``--model`` or the configured ``generate.model``.
 
-"The stage" is :func:`lib.generate.generate` as the stage runs it: fixed-shape batches with
-one CPU generator per image, PNG encoding and tar shard writing, blank checks;
+"The stage" is :func:`lib.generation.core.generate` as the stage runs it: fixed-shape batches
+with one CPU generator per image, PNG encoding and tar shard writing, blank checks;
 ``max_retries`` is 0 here so every image costs one pipeline image. Each measurement follows
 one warm-up batch (one-time costs: kernel selection, ``torch.compile``) and is repeated
 ``--repeat`` times: images/s and seconds per image are from the best run, the median is
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from lib import config  # noqa: E402
 from lib.backends.t2i_diffusers import DiffusersT2I, torch_dtype  # noqa: E402
-from lib.generate import generate  # noqa: E402
+from lib.generation.core import generate  # noqa: E402
 
 # Published component configs (diffusers format) of the two architectures.
 SD15_UNET = {
@@ -185,7 +185,8 @@ class Meter:
 
 
 def bench_stage(t2i: DiffusersT2I, args: argparse.Namespace) -> dict[str, Any]:
-    """Time :func:`lib.generate.generate` on ``args.n`` prompts (after a warm-up batch)."""
+    """Time :func:`~lib.generation.core.generate` on ``args.n`` prompts (after a warm-up
+    batch)."""
     kw = dict(seed=0, steps=args.steps, guidance_scale=args.guidance, height=args.height,
               width=args.width, batch_size=args.batch_size, shard_size=256, max_retries=0,
               progress=False)  # fmt: skip

@@ -15,35 +15,8 @@ classes never end with the same text.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
-
-# A leading bullet, or a list number followed by a space ("2. x", "3) x"; not "2.5 mm").
-_BULLET = re.compile(r"^\s*(?:[-*\u2022]\s*|\d+[.)]\s+)")
-
-
-def parse_candidates(text: str, k: int, max_chars: int = 80) -> list[str]:
-    """Up to ``k`` distinct candidate lines from an LLM answer (bullets/numbers stripped).
-
-    Lines that are empty, too long or not printable text (including U+FFFD, which stands for
-    bytes the tokenizer could not decode) are dropped; the caller counts how
-    many candidates each class got.
-    """
-    out: list[str] = []
-    if k <= 0:
-        return out
-    for line in text.splitlines():
-        cand = _BULLET.sub("", line).strip().strip('"').strip()
-        printable = cand.isprintable() and "\ufffd" not in cand  # U+FFFD: undecodable bytes
-        if cand and len(cand) <= max_chars and printable and cand.lower() not in {
-            c.lower() for c in out
-        }:
-            out.append(cand)
-        if len(out) == k:
-            break
-    return out
 
 
 def score_candidates(

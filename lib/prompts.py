@@ -157,7 +157,7 @@ def check_strategies(strategies) -> None:
         )
 
 
-def build_manifest(
+def build_prompt_manifest(
     classes: pd.DataFrame,
     targets: pd.Series,
     strategies,

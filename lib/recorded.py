@@ -2,10 +2,11 @@
 
     python -m lib.recorded build lib/resources/recorded/digits.yaml
 
-renders the disambiguate stage's requests for the active profile (the very function the
-stage uses, so the cache keys match), answers each from the YAML, and writes the answers in
-the LLM cache format to ``disambiguate.llm_recorded`` with source "recorded". The
-``recorded`` backend replays that file; a request it does not hold fails loudly.
+renders the study's LLM requests for the active profile
+(:func:`lib.llm.requests.study_requests`, the very function the disambiguate stage uses, so
+the cache keys match), answers each from the YAML, and writes the answers in the LLM cache
+format to ``disambiguate.llm_recorded`` with source "recorded". The ``recorded`` backend
+replays that file; a request it does not hold fails loudly.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 import yaml
 
 from lib import config, data
-from lib import llm as llm_lib
-from lib.stages.disambiguate import requests
+from lib.llm.asking import record
+from lib.llm.requests import study_requests
+from lib.llm.templates import render
 
 
 class ScriptedChat:
@@ -64,13 +66,13 @@ def build(answers_yaml: Path, params: Path | None = None) -> Path:
     dataset = ccfg.path("data") / ccfg.dataset_dir
     ids = sorted(d.name for d in dataset.iterdir() if d.is_dir())
     classes = data.read_class_table(dataset, ids)
-    reqs = [r for _, _, r in requests(dcfg, classes)]
+    reqs = [r for _, _, r in study_requests(dcfg, classes)]
     table = {}
     for r in reqs:
-        messages = llm_lib.render(r.task, **r.fields, n=r.n)
+        messages = render(r.task, **r.fields, n=r.n)
         table[json.dumps(messages, sort_keys=True)] = answer_text(spec, r.task, dict(r.fields))
     out = dcfg.root / dcfg.llm_recorded
-    answers = llm_lib.record(ScriptedChat(spec["model"], table), reqs, out)
+    answers = record(ScriptedChat(spec["model"], table), reqs, out)
     failed = [r for r, a in zip(reqs, answers) if a.failed]
     if failed:
         raise ValueError(f"{len(failed)} hand-written answers do not parse, e.g. {failed[0]}")

@@ -28,7 +28,7 @@ import sys
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -127,9 +127,8 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
 class ShardWriter:
     """Writes one shard: samples go to a temporary tar, ``close()`` publishes and marks it.
 
-    Use as a context manager: leaving the block normally closes the shard; leaving it with an
-    exception aborts it (the temporary tar is deleted, nothing is marked complete), so a shard
-    is either complete with its marker or absent.
+    ``abort()`` (the writer's owner calls it on any error) deletes the temporary tar and marks
+    nothing complete, so a shard is either complete with its marker or absent.
     """
 
     def __init__(
@@ -199,31 +198,14 @@ class ShardWriter:
             self._tar = None
             self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def completed_shards(out_dir: str | os.PathLike, verify: bool = False) -> list[Path]:
-    """Shards of ``out_dir`` that have a completion marker, sorted by (rank, index).
-
-    With ``verify`` each tar's sha256 is checked against its marker (reads every byte).
-    """
+def completed_shards(out_dir: str | os.PathLike) -> list[Path]:
+    """Shards of ``out_dir`` that have a completion marker, sorted by (rank, index)."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return []
     shards = sorted(p for p in out_dir.glob(SHARD_GLOB) if _SHARD_RE.match(p.name))
-    done = [p for p in shards if marker_path(p).is_file()]
-    if verify:
-        for p in done:
-            if _sha256_file(p) != read_json(marker_path(p))["sha256"]:
-                raise ValueError(f"shard {p} does not match the sha256 in its marker")
-    return done
+    return [p for p in shards if marker_path(p).is_file()]
 
 
 def done_ids(out_dir: str | os.PathLike) -> set[str]:
@@ -324,8 +306,9 @@ def _decode(data: bytes, shard: Path, sample_id: str) -> Image.Image:
     return img
 
 
-def build_manifest(out_dir: str | os.PathLike, allow_empty: bool = False) -> pd.DataFrame:
-    """One row per sample from the .json members of completed shards, sorted by id.
+def build_image_manifest(out_dir: str | os.PathLike, allow_empty: bool = False) -> pd.DataFrame:
+    """The generated images' manifest: one row per sample from the .json members of
+    completed shards, sorted by id.
 
     Adds a 'shard' column (tar file name). Fails on a duplicated id, and on a folder without
     any stored image unless ``allow_empty`` (then the table has only 'id' and 'shard').

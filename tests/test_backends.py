@@ -1,9 +1,9 @@
-"""Backends loaded through the registries from the tiny zoo, plus the LLM cache and replay."""
+"""Backends loaded through the registries from the tiny zoo, and the replay of recorded
+LLM answers (the answer cache itself: tests/test_llm_cache.py)."""
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,13 +15,7 @@ import torch
 from PIL import Image
 
 from lib.backends import create_clip, create_llm, create_t2i
-from lib.backends.llm_cache import (
-    CachedLLM,
-    LLMCache,
-    cache_key,
-    export_jsonl,
-    import_jsonl,
-)
+from lib.llm.cache import CachedLLM, LLMCache, export_jsonl
 
 MESSAGES = [
     {"role": "system", "content": "Answer briefly."},
@@ -149,7 +143,7 @@ def test_transformers_chat_sampling_is_seeded_locally(llm):
     assert torch.equal(state, torch.random.get_rng_state())
 
 
-# ---------------------------------------------------------------- cache
+# ---------------------------------------------------------------- recorded
 class CountingChat:
     """A tiny live backend that answers deterministically and counts its calls."""
 
@@ -163,72 +157,6 @@ class CountingChat:
         return f"echo {messages[-1]['content']} t={sampling['temperature']}"
 
 
-def test_cache_hit_avoids_backend_and_survives_reopening(tmp_path):
-    backend = CountingChat()
-    cached = CachedLLM(backend, LLMCache(tmp_path / "c.sqlite"))
-    first = cached.chat(MESSAGES)
-    assert cached.chat(MESSAGES, temperature=0) == first  # defaults filled, 0 == 0.0
-    assert backend.calls == 1
-    cached.chat(MESSAGES, temperature=0.7)
-    assert backend.calls == 2
-    cached.cache.close()
-
-    reopened = CachedLLM(backend, LLMCache(tmp_path / "c.sqlite"))
-    assert reopened.chat(MESSAGES) == first and backend.calls == 2
-    assert len(reopened.cache) == 2
-    (key, record), _ = reopened.cache.items()
-    assert key == cache_key("counting", record["messages"], record["sampling"])
-    assert record["source"] == "live" and record["model"] == "counting"
-    with pytest.raises(KeyError, match="temprature"):
-        reopened.chat(MESSAGES, temprature=0.5)
-
-
-def _write_many(path: str, worker: int, n: int) -> None:
-    cache = LLMCache(path)
-    for i in range(n):
-        cache.put(f"{worker}-{i}", {"response": f"r{worker}-{i}"})
-
-
-def test_cache_concurrent_writers_all_land(tmp_path):
-    path = str(tmp_path / "shared.sqlite")
-    LLMCache(path).close()
-    ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_write_many, args=(path, w, 50)) for w in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    cache = LLMCache(path)
-    assert len(cache) == 100
-    assert cache.get("1-49") == {"response": "r1-49"}
-
-
-def test_jsonl_export_import_is_stable(tmp_path):
-    cached = CachedLLM(CountingChat(), LLMCache(tmp_path / "a.sqlite"))
-    for t in (0.9, 0.0, 0.5):
-        cached.chat(MESSAGES, temperature=t)
-    out = export_jsonl(cached.cache, tmp_path / "a.jsonl")
-    lines = out.read_text(encoding="utf-8").splitlines()
-    keys = [json.loads(line)["key"] for line in lines]
-    assert keys == sorted(keys) and len(keys) == 3
-
-    copy = LLMCache(tmp_path / "b.sqlite")
-    assert import_jsonl(out, copy) == 3
-    assert export_jsonl(copy, tmp_path / "b.jsonl").read_bytes() == out.read_bytes()
-
-
-def test_jsonl_import_names_bad_lines(tmp_path):
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"key": "x", "model": "m", "messages": [], "sampling": {}, "response": ""}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:1: key x\.\.\. does not match"):
-        import_jsonl(bad, LLMCache(tmp_path / "c.sqlite"))
-    bad.write_text("\nnot json\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: not an LLM cache record"):
-        import_jsonl(bad, LLMCache(tmp_path / "c.sqlite"))
-
-
-# ---------------------------------------------------------------- recorded
 @pytest.fixture
 def recording(tmp_path) -> Path:
     cached = CachedLLM(CountingChat(), LLMCache(tmp_path / "rec.sqlite"))

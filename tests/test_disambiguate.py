@@ -1,4 +1,4 @@
-"""Class-name disambiguation (lib.disambiguate): parsing LLM answers, scoring, picking winners.
+"""Class-name disambiguation (lib.disambiguate): scoring candidates, picking winners.
 
 The embeddings are hand-made 2-D unit vectors whose cosines are known, so every expected
 score below is worked out by hand, not by the formula under test.
@@ -10,63 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.disambiguate import parse_candidates, pick_winners, score_candidates
-
-# -- parse_candidates --------------------------------------------------------------------
-
-ANSWER = """Here are some descriptions:
-- a crane bird
-* A Crane Bird
-\u2022 construction crane
-1. "origami crane"
-2) paper crane
-
-   \t
-3.   crane fly
-"""
-
-
-def test_parse_strips_bullets_numbers_quotes_and_duplicates() -> None:
-    assert parse_candidates(ANSWER, k=10) == [
-        "Here are some descriptions:",
-        "a crane bird",
-        "construction crane",
-        "origami crane",
-        "paper crane",
-        "crane fly",
-    ]
-
-
-def test_parse_at_most_k() -> None:
-    assert parse_candidates(ANSWER, k=3) == [
-        "Here are some descriptions:",
-        "a crane bird",
-        "construction crane",
-    ]
-    assert parse_candidates(ANSWER, k=1) == ["Here are some descriptions:"]
-    assert parse_candidates("", k=3) == []
-
-
-def test_parse_drops_overlong_and_unprintable() -> None:
-    text = "\n".join(["- " + "x" * 80, "- " + "y" * 81, "bell\x07 ringer", "tab\tbed", "ok"])
-    assert parse_candidates(text, k=5) == ["x" * 80, "ok"]
-    assert parse_candidates(text, k=5, max_chars=10) == ["ok"]
-    assert parse_candidates('-\n*\n1. \n""\nlast', k=5) == ["last"]
-
-
-def test_parse_k_zero_gives_nothing() -> None:
-    assert parse_candidates("a\nb\nc", k=0) == []
-    assert parse_candidates("a\nb\nc", k=-1) == []
-
-
-def test_parse_keeps_leading_decimal() -> None:
-    text = "2.5 inch floppy disk\n3. 3.5 inch floppy disk\n4) 35mm film"
-    assert parse_candidates(text, k=3) == [
-        "2.5 inch floppy disk",
-        "3.5 inch floppy disk",
-        "35mm film",
-    ]
-
+from lib.disambiguate import pick_winners, score_candidates
 
 # -- score_candidates --------------------------------------------------------------------
 
@@ -159,7 +103,3 @@ def test_no_distinct_text_left_raises() -> None:
     scored = scored_frame([("A", "crane", 0.9), ("B", "CRANE", 0.8), ("C", "c", 0.1)])
     with pytest.raises(ValueError, match=r"no distinct prompt name left for class\(es\) B$"):
         pick_winners(scored)
-
-
-def test_parse_drops_undecodable_bytes() -> None:
-    assert parse_candidates("ok line\nbad \ufffd line\n", 5) == ["ok line"]

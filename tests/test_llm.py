@@ -1,30 +1,36 @@
-"""The LLM layer: prompts as data, schema parsing, retries, failure log, cache and replay."""
+"""The LLM layer: request templates, retries, the failure log, asking through the cache,
+recording and replay (answer parsing: tests/test_llm_parsing.py; the cache itself:
+tests/test_llm_cache.py)."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
+from pathlib import Path
 
 import pytest
 import yaml
 
-from lib import llm
 from lib.backends import create_llm
-from lib.backends.llm_cache import CachedLLM, LLMCache, read_jsonl
-from lib.llm import Answer, FailureLog, MalformedAnswer, Request, ask, count_failures
+from lib.llm.asking import Answer, Request, ask, record
+from lib.llm.cache import CachedLLM, LLMCache, read_jsonl
+from lib.llm.failures import FailureLog, count_failures
+from lib.llm.templates import load_templates, render, template_fields
 
-LINES = {"type": "lines", "min_items": 2, "max_chars": 30}
-JSON = {"type": "json_list", "min_items": 2, "max_chars": 30}
 
-
-def example_fields(task: str, prompts: dict | None = None) -> dict:
+def example_fields(task: str, templates: dict | None = None) -> dict:
     """A value for every field ``task`` takes (a valid key where the field is looked up)."""
-    spec = (prompts or llm.load_prompts())["tasks"][task]
-    names = llm.template_fields(task, prompts)
+    templates = templates or load_templates()
+    names = template_fields(task, templates)
     fields = {f: f"<{f}>" for f in names["required"] + names["optional"] if f != "n"}
-    for f in spec.get("lookups") or {}:
-        fields[f] = next(iter(llm.cd_axes(prompts)))
+    for f in templates["tasks"][task].get("lookups") or {}:
+        fields[f] = next(iter(templates["cd_axes"]))
     return fields
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The records of a failure log, one JSON object per non-empty line."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 class ScriptedChat:
@@ -41,14 +47,14 @@ class ScriptedChat:
         return self.answers[len(self.calls) - 1]
 
 
-# ---------------------------------------------------------------- prompts as data
+# ---------------------------------------------------------------- request templates
 def test_every_task_loads_and_renders():
-    prompts = llm.load_prompts()
-    assert {"senses", "contexts", "styles", "word2sen"} <= set(prompts["tasks"])
-    assert {"foreground", "background", "lighting", "viewpoint"} <= set(llm.cd_axes())
-    for task in prompts["tasks"]:
+    templates = load_templates()
+    assert {"senses", "contexts", "styles", "word2sen"} <= set(templates["tasks"])
+    assert {"foreground", "background", "lighting", "viewpoint"} <= set(templates["cd_axes"])
+    for task in templates["tasks"]:
         fields = example_fields(task)
-        system, user = llm.render(task, n=7, **fields)
+        system, user = render(task, n=7, **fields)
         assert system["role"] == "system" and user["role"] == "user"
         assert system["content"] and "7" in user["content"]
         assert "{" not in system["content"] + user["content"]
@@ -56,7 +62,7 @@ def test_every_task_loads_and_renders():
 
 def test_senses_request_is_pinned():
     """Changing this text changes every cache key: make it a deliberate edit."""
-    messages = llm.render(
+    messages = render(
         "senses", name="crane", gloss="a large wading bird", hypernym="wading bird", n=3
     )
     assert messages[1]["content"] == (
@@ -67,33 +73,33 @@ def test_senses_request_is_pinned():
         "one description per line, without numbering."
     )
     # No WordNet entry (the mini digits): the optional lines vanish instead of reading "None".
-    bare = llm.render("senses", name="one", n=3, gloss=None, hypernym="")[1]["content"]
+    bare = render("senses", name="one", n=3, gloss=None, hypernym="")[1]["content"]
     assert bare.startswith("Class name: one\nList 3 short")
 
 
 def test_optional_fragments_and_lookups():
-    per_class = llm.render("styles", n=4, name="cat")[1]["content"]
+    per_class = render("styles", n=4, name="cat")[1]["content"]
     assert "a picture of a cat could" in per_class
-    assert "a picture could" in llm.render("styles", n=4)[1]["content"]
-    lighting = llm.render("contexts", n=4, name="cat", axis="lighting")[1]["content"]
-    assert llm.cd_axes()["lighting"] in lighting
+    assert "a picture could" in render("styles", n=4)[1]["content"]
+    lighting = render("contexts", n=4, name="cat", axis="lighting")[1]["content"]
+    assert load_templates()["cd_axes"]["lighting"] in lighting
     with pytest.raises(KeyError, match=r"unknown axis 'smell'.*foreground"):
-        llm.render("contexts", n=4, name="cat", axis="smell")
+        render("contexts", n=4, name="cat", axis="smell")
 
 
 def test_missing_unknown_fields_and_tasks_are_clear():
     with pytest.raises(KeyError, match=r"task 'word2sen' needs field 'name'"):
-        llm.render("word2sen", n=3)
+        render("word2sen", n=3)
     with pytest.raises(KeyError, match=r"'contexts' needs field 'axis'"):
-        llm.render("contexts", n=3, name="cat")
+        render("contexts", n=3, name="cat")
     with pytest.raises(KeyError, match=r"'word2sen' takes no field\(s\) \['nmae'\]"):
-        llm.render("word2sen", n=3, name="cat", nmae="cat")
+        render("word2sen", n=3, name="cat", nmae="cat")
     with pytest.raises(KeyError, match=r"unknown LLM task 'sense'.*'senses'"):
-        llm.render("sense", n=3)
+        render("sense", n=3)
 
 
 def _write(tmp_path, data) -> str:
-    path = tmp_path / "prompts.yaml"
+    path = tmp_path / "templates.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
 
@@ -110,58 +116,11 @@ def _write(tmp_path, data) -> str:
         (lambda t: t.update(user="{0} and {x.y}"), r"plain names"),
     ],
 )
-def test_bad_prompt_files_are_refused(tmp_path, edit, message):
-    data = llm.load_prompts()
+def test_bad_template_files_are_refused(tmp_path, edit, message):
+    data = load_templates()
     edit(data["tasks"]["senses"])
     with pytest.raises((ValueError, KeyError), match=message):
-        llm.load_prompts(_write(tmp_path, data))
-
-
-# ---------------------------------------------------------------- schemas
-def test_lines_schema():
-    text = "1. a pencil sketch\n- An oil painting\n\n* a pencil sketch\n2) a watercolour\n"
-    assert llm.parse_answer(LINES, text, 5) == [
-        "a pencil sketch",
-        "An oil painting",
-        "a watercolour",
-    ]
-    assert llm.parse_answer(LINES, text, 2) == ["a pencil sketch", "An oil painting"]
-    assert llm.parse_answer({**LINES, "max_items": 1, "min_items": 1}, text, 5) == [
-        "a pencil sketch"
-    ]
-    # Too long, unprintable and undecodable lines do not count.
-    with pytest.raises(MalformedAnswer, match="1 usable item.*at least 2"):
-        llm.parse_answer(LINES, "a sketch\n" + "x" * 31 + "\nbad\x07\nbad \ufffd\n", 5)
-    with pytest.raises(MalformedAnswer, match="empty answer"):
-        llm.parse_answer(LINES, "  \n", 5)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        '["a sketch", "a painting"]',
-        '```json\n["a sketch", "a painting"]\n```',
-        'Here you are:\n```\n["a sketch", "a painting", "a sketch"]\n```\nEnjoy!',
-        'Sure! ["a sketch", "a painting"]',
-        '```json\n["a sketch", "a painting"]',  # fence cut off by max_new_tokens
-    ],
-)
-def test_json_list_schema_tolerates_fences(text):
-    assert llm.parse_answer(JSON, text, 5) == ["a sketch", "a painting"]
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("a sketch\na painting", "not a JSON array"),
-        ('{"styles": ["a sketch"]}', "JSON dict, not an array"),
-        ('["a sketch", 3]', "non-strings"),
-        ('["a sketch", "two\\nlines"]', "1 usable item"),
-    ],
-)
-def test_json_list_schema_refuses_malformed(text, message):
-    with pytest.raises(MalformedAnswer, match=message):
-        llm.parse_answer(JSON, text, 5)
+        load_templates(_write(tmp_path, data))
 
 
 # ---------------------------------------------------------------- retries and failures
@@ -176,7 +135,7 @@ def test_malformed_answer_is_retried_with_next_seed():
     )
     assert [c["seed"] for c in chat.calls] == [40, 41, 42]
     # The task's default sampling, with the caller's overrides, on every attempt.
-    defaults = llm.load_prompts()["tasks"]["styles"]["sampling"]
+    defaults = load_templates()["tasks"]["styles"]["sampling"]
     assert all(c["temperature"] == defaults["temperature"] for c in chat.calls)
     assert all(c["messages"] == chat.calls[0]["messages"] for c in chat.calls)
 
@@ -199,7 +158,7 @@ def test_failure_is_recorded_counted_and_returned_empty(tmp_path):
     assert answer.raw == ["nope", "", "still one"]
     assert answer.reason.startswith("attempt 1: 1 usable item(s), need at least 2")
     assert "attempt 2: empty answer" in answer.reason
-    [entry] = log.read()
+    [entry] = read_log(log.path)
     assert count_failures(log.path) == log.count() == 1
     assert entry["task"] == "contexts" and entry["fields"] == fields and entry["n"] == 4
     assert entry["raw"] == answer.raw and entry["reason"] == answer.reason
@@ -235,8 +194,6 @@ def test_torn_line_does_not_swallow_the_next_record(tmp_path):
     log.record({"task": "styles"})
     assert log.path.read_text().splitlines()[1] == '{"task": "styles"}'
     assert count_failures(log.path) == 2
-    with pytest.raises(ValueError, match=r"f.jsonl:1: not a failure record"):
-        log.read()
 
 
 def _append_many(path: str, worker: int, n: int) -> None:
@@ -255,7 +212,7 @@ def test_failure_log_from_two_processes_keeps_every_line(tmp_path):
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
-    records = FailureLog(path).read()
+    records = read_log(path)
     assert count_failures(path) == len(records) == 200
     assert sorted((r["worker"], r["i"]) for r in records) == [
         (w, i) for w in range(2) for i in range(100)
@@ -272,7 +229,7 @@ def test_second_identical_ask_is_served_by_the_cache(tmp_path):
     assert first.attempts == 2 and len(chat.calls) == 2
     again = ask(cached, "styles", {"name": "cat"}, **kw)
     assert again == first and len(chat.calls) == 2 and cached.hits == 2
-    assert len(cached.cache) == 2  # one record per attempt: seeds 3 and 4
+    assert len(dict(cached.cache.items())) == 2  # one record per attempt: seeds 3 and 4
 
 
 def test_record_then_replay_gives_the_same_answers(tmp_path):
@@ -291,7 +248,7 @@ def test_record_then_replay_gives_the_same_answers(tmp_path):
     ]
     out = tmp_path / "recorded.jsonl"
     log = FailureLog(tmp_path / "failures.jsonl")
-    recorded = llm.record(chat, requests, out, failures=log)
+    recorded = record(chat, requests, out, failures=log)
     assert [a.failed for a in recorded] == [False, True] and log.count() == 1
     assert len(read_jsonl(out)) == 4  # every attempt, nothing else
 
@@ -340,10 +297,11 @@ def test_tiny_transformers_llm_end_to_end(tiny_zoo, tmp_path):
     assert answer.failed == (answer.value == []) == (log.count() == 1)
 
     # A JSON answer from random weights is malformed: every attempt is made and logged.
-    prompts = llm.load_prompts()
-    prompts["tasks"]["styles"]["schema"] = {"type": "json_list"}
+    templates = load_templates()
+    templates["tasks"]["styles"]["schema"] = {"type": "json_list"}
     answer = ask(
-        cached, "styles", {}, n=3, sampling=sampling, max_retries=2, failures=log, prompts=prompts
+        cached, "styles", {}, n=3, sampling=sampling, max_retries=2, failures=log,
+        templates=templates,
     )
     assert answer.failed and answer.value == [] and answer.attempts == 3
     assert json.loads(log.path.read_text().splitlines()[-1])["raw"] == answer.raw

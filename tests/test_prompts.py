@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-from lib.prompts import STRATEGIES, ClassTexts, MissingInput, build_manifest, targets_per_class
+from lib.prompts import (
+    STRATEGIES,
+    ClassTexts,
+    MissingInput,
+    build_prompt_manifest,
+    targets_per_class,
+)
 from lib.seeding import numpy_rng
 from lib.shards import check_id
 
@@ -95,7 +101,7 @@ def test_missing_inputs_fail_naming_the_class() -> None:
             STRATEGIES[strategy](bare, numpy_rng(0, "x"), 0.5)
     classes = make_classes()
     with pytest.raises(ValueError, match="prompt strategies lack their inputs: sd: class 'n01'"):
-        build_manifest(classes, pd.Series({"n01": 2, "n02": 2, "n03": 2}), ["sd"], seed=0)
+        build_prompt_manifest(classes, pd.Series({"n01": 2, "n02": 2, "n03": 2}), ["sd"], seed=0)
 
 
 def test_targets_per_class() -> None:
@@ -115,7 +121,8 @@ def test_negative_multiplier_error() -> None:
 def test_manifest_rows_per_class_and_columns() -> None:
     classes = make_classes()
     targets = targets_per_class(pd.Series({"n01": 10, "n02": 4, "n03": 7}), 0.5)
-    manifest = build_manifest(classes, targets, ["classname"], seed=0, negative_prompt="blurry")
+    manifest = build_prompt_manifest(classes, targets, ["classname"], seed=0,
+                                     negative_prompt="blurry")
     assert list(manifest.columns) == COLUMNS
     assert manifest.groupby("class_id").size().to_dict() == {"n01": 5, "n02": 2, "n03": 4}
     row = manifest.iloc[0]
@@ -137,7 +144,7 @@ def test_manifest_rows_per_class_and_columns() -> None:
 def test_manifest_round_robin_and_ids() -> None:
     classes = make_classes()
     targets = pd.Series({"n01": 5, "n02": 0, "n03": 2})
-    manifest = build_manifest(classes, targets, ["classname", "templates"], seed=0)
+    manifest = build_prompt_manifest(classes, targets, ["classname", "templates"], seed=0)
     assert manifest["id"].tolist() == [
         "n01-classname-000000",
         "n01-templates-000001",
@@ -165,7 +172,7 @@ def test_manifest_round_robin_and_ids() -> None:
 
 def test_manifest_three_strategies_round_robin() -> None:
     classes = make_classes().iloc[:1]
-    manifest = build_manifest(
+    manifest = build_prompt_manifest(
         classes, pd.Series({"n01": 7}), ["templates", "classname", "templates"], seed=0
     )
     assert manifest["strategy"].tolist() == [
@@ -178,26 +185,27 @@ def test_manifest_deterministic_and_order_free() -> None:
     classes = make_classes()
     targets = pd.Series({"n01": 12, "n02": 9, "n03": 10})
     strategies = ["classname", "templates"]
-    first = build_manifest(classes, targets, strategies, seed=3)
-    pd.testing.assert_frame_equal(first, build_manifest(classes, targets, strategies, seed=3))
+    first = build_prompt_manifest(classes, targets, strategies, seed=3)
+    again = build_prompt_manifest(classes, targets, strategies, seed=3)
+    pd.testing.assert_frame_equal(first, again)
 
     shuffled = classes.iloc[[2, 0, 1]].reset_index(drop=True)
-    other = build_manifest(shuffled, targets.iloc[::-1], strategies, seed=3)
+    other = build_prompt_manifest(shuffled, targets.iloc[::-1], strategies, seed=3)
 
     def by_id(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.sort_values("id").reset_index(drop=True)
 
     pd.testing.assert_frame_equal(by_id(other), by_id(first))
     # One class alone gets exactly the rows it gets among the others.
-    alone = build_manifest(classes.iloc[[1]], targets, strategies, seed=3)
+    alone = build_prompt_manifest(classes.iloc[[1]], targets, strategies, seed=3)
     pd.testing.assert_frame_equal(alone, first[first["class_id"] == "n02"].reset_index(drop=True))
 
 
 def test_manifest_template_choice_depends_on_seed() -> None:
     classes = make_classes()
     targets = pd.Series({"n01": 20, "n02": 20, "n03": 20})
-    a = build_manifest(classes, targets, ["templates"], seed=0)
-    b = build_manifest(classes, targets, ["templates"], seed=1)
+    a = build_prompt_manifest(classes, targets, ["templates"], seed=0)
+    b = build_prompt_manifest(classes, targets, ["templates"], seed=1)
     assert a["id"].tolist() == b["id"].tolist()
     assert a["parts"].tolist() != b["parts"].tolist()
     assert a["parts"].nunique() > 10  # 60 draws from 80 templates: many distinct
@@ -209,6 +217,6 @@ def test_unknown_strategy_error_lists_valid() -> None:
     valid = ", ".join(STRATEGIES)
     assert valid.startswith("classname, description, hypernym, templates")
     with pytest.raises(ValueError, match=re.escape(f"['llm_rewrite']; valid: {valid}")):
-        build_manifest(classes, targets, ["classname", "llm_rewrite"], seed=0)
+        build_prompt_manifest(classes, targets, ["classname", "llm_rewrite"], seed=0)
     with pytest.raises(ValueError, match="valid: classname, description"):
-        build_manifest(classes, targets, [], seed=0)
+        build_prompt_manifest(classes, targets, [], seed=0)

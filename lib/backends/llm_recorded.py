@@ -1,7 +1,7 @@
 """An LLM that replays stored responses instead of running a model.
 
 The mini profile has no LLM to run, so it replays a committed JSONL file (the format of
-:func:`lib.backends.llm_cache.export_jsonl`) or an sqlite cache. Responses are found by the
+:func:`lib.llm.cache.export_jsonl`) or an sqlite cache. Responses are found by the
 same key as the cache, so a prompt that was never recorded fails loudly instead of silently
 getting some other answer.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.backends import LLM
-from lib.backends.llm_cache import LLMCache, cache_key, normalize_sampling, read_jsonl
+from lib.llm.cache import LLMCache, cache_key, normalize_sampling, read_jsonl
 
 JSONL_SUFFIXES = (".jsonl", ".json")
 

@@ -8,13 +8,14 @@ class names CLIP picks.
 2. the texts the prompt strategies are built from: CD contexts per class and axis, SD styles
    (global), word2sen sentences per class, and captions of real training images.
 
+The LLM requests themselves are :func:`lib.llm.requests.study_requests`.
+
 Every LLM call goes through the persistent cache (``llm_cache``); malformed answers are
 retried ``max_retries`` times, then logged to ``failures.jsonl`` and counted in the metrics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,11 +24,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from lib import disambiguate as dis
-from lib import llm as llm_lib
 from lib.backends import create_captioner, create_clip, create_llm, create_t2i
-from lib.backends.llm_cache import CachedLLM, LLMCache
 from lib.config import DisambiguateConfig
 from lib.io import write_parquet
+from lib.llm.asking import ask
+from lib.llm.cache import CachedLLM, LLMCache
+from lib.llm.failures import FailureLog
+from lib.llm.requests import study_requests
 from lib.metrics import write_metrics
 from lib.seeding import seed_for
 
@@ -50,36 +53,14 @@ def make_llm(cfg: DisambiguateConfig) -> CachedLLM:
     return CachedLLM(backend, LLMCache(cfg.root / cfg.llm_cache))
 
 
-def requests(cfg: DisambiguateConfig, classes: pd.DataFrame) -> Iterator[tuple[str, str, llm_lib.Request]]:
-    """Every LLM request of the stage as ``(class_id or "", axis or "", Request)``.
-
-    Seeds derive from (llm_seed, task, class, axis), so an answer never depends on order.
-    The recorded answer sets are built from the same function (lib/recorded.py).
-    """
-    def req(task: str, fields: dict, n: int, *key: str) -> llm_lib.Request:
-        seed = seed_for(cfg.llm_seed, task, *key) % 2**31
-        return llm_lib.Request(task, fields, n, {"seed": seed}, cfg.max_retries)
-
-    for c in classes.itertuples():
-        hypernym = c.hypernyms.split(";")[0] if c.hypernyms else ""
-        yield c.class_id, "", req("senses", {"name": c.name, "gloss": c.gloss,
-                                             "hypernym": hypernym}, cfg.num_candidates, c.class_id)
-        for axis in cfg.cd_axes:
-            yield c.class_id, axis, req("contexts", {"name": c.name, "axis": axis},
-                                        cfg.contexts_per_axis, c.class_id, axis)
-        yield c.class_id, "", req("word2sen", {"name": c.name}, cfg.sentences_per_class,
-                                  c.class_id)
-    yield "", "", req("styles", {}, cfg.num_styles)
-
-
 def ask_all(cfg: DisambiguateConfig, classes: pd.DataFrame, llm: CachedLLM,
-            failures: llm_lib.FailureLog) -> pd.DataFrame:
+            failures: FailureLog) -> pd.DataFrame:
     """All LLM answers as rows (task, class_id, axis, index, text, failed)."""
     rows = []
-    reqs = list(requests(cfg, classes))
+    reqs = list(study_requests(cfg, classes))
     for class_id, axis, r in tqdm(reqs, desc="LLM", disable=not cfg.common.progress):
-        answer = llm_lib.ask(llm, r.task, r.fields, n=r.n, sampling=r.sampling,
-                             max_retries=r.max_retries, failures=failures)
+        answer = ask(llm, r.task, r.fields, n=r.n, sampling=r.sampling,
+                     max_retries=r.max_retries, failures=failures)
         if answer.failed:
             rows.append((r.task, class_id, axis, -1, "", True))
         rows += [(r.task, class_id, axis, i, t, False) for i, t in enumerate(answer.value)]
@@ -154,7 +135,7 @@ def run(cfg: DisambiguateConfig) -> dict[str, Any]:
     if classes.empty:
         raise ValueError("the class set is empty")
     out = cfg.path("disambiguate")
-    failures = llm_lib.FailureLog(out / "failures.jsonl")
+    failures = FailureLog(out / "failures.jsonl")
     failures.clear()
     llm = make_llm(cfg)
     answers = ask_all(cfg, classes, llm, failures)

@@ -62,7 +62,7 @@ def run(cfg: PromptsConfig) -> dict[str, Any]:
     images = pd.read_parquet(cfg.path("classes") / "images.parquet")
     train_counts = images[images["split"] == "train"].groupby("class_id").size()
     targets = prompts.targets_per_class(train_counts, cfg.synthetic_multiplier)
-    manifest = prompts.build_manifest(
+    manifest = prompts.build_prompt_manifest(
         names, targets, list(cfg.strategies), seed=cfg.common.seed,
         negative_prompt=cfg.negative_prompt, texts=class_texts(names, texts),
         sd_ratio=cfg.sd_ratio,

@@ -1,10 +1,10 @@
-"""Sharded, resumable generation (lib.generate), the shard format (lib.shards), the
-generate config and the worker's rank/device plumbing (lib.generate_cli).
+"""Sharded, resumable generation (lib.generation.core and .runs), the shard format
+(lib.shards) and the sample grid's selection (lib.generation.samples).
 
 The text-to-image model here is a tiny deterministic stand-in whose image is a function of
 the seed alone: these tests are about ids, seeds, shards, markers, retries and resumption,
 not about diffusion (tests/test_generate_dist.py runs the real diffusers pipeline, under
-torchrun and through a SIGKILL).
+torchrun and through a SIGKILL); tests/test_generation_worker.py covers the worker.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -20,15 +19,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import webdataset as wds
-import yaml
 from PIL import Image
 
-from lib import config, generate_cli, shards
-from lib.generate import generate, image_seed, resize_shorter, sample_grid
+from lib import shards
+from lib.generation.core import generate, image_seed, resize_shorter
+from lib.generation.samples import sample_grid
 from lib.seeding import seed_for
 from lib.shards import (
     ShardWriter,
-    build_manifest,
+    build_image_manifest,
     completed_shards,
     done_ids,
     encode_image,
@@ -37,7 +36,6 @@ from lib.shards import (
     to_imagefolder,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16
 PARAMS = {"seed": 7, "steps": 2, "guidance_scale": 3.0, "height": SIZE, "width": SIZE}
 PARAMS |= {"batch_size": 3, "shard_size": 4}
@@ -241,7 +239,7 @@ def test_bad_input_errors(tmp_path):
     with pytest.raises(ValueError, match="prompts table is empty"):
         run(tmp_path, prompts=make_prompts().iloc[:0])
     with pytest.raises(ValueError, match="no images in completed shards"):
-        build_manifest(tmp_path)
+        build_image_manifest(tmp_path)
     with pytest.raises(ValueError, match=r"lack columns \['strategy'\]"):
         run(tmp_path, prompts=make_prompts().drop(columns="strategy"))
     bad = make_prompts()
@@ -268,7 +266,7 @@ def test_manifest_columns_and_values(tmp_path):
     manifest = pd.read_parquet(tmp_path / "manifest.parquet")
     assert set(manifest.columns) == MANIFEST_COLUMNS
     assert list(manifest["id"]) == KEPT
-    assert manifest.equals(build_manifest(tmp_path))
+    assert manifest.equals(build_image_manifest(tmp_path))
     first = manifest[manifest["retries"] == 0]
     assert list(first["seed"]) == [seed_for(7, i) for i in first["id"]]
     assert manifest["retries"].dtype == "int64"
@@ -396,72 +394,21 @@ def test_encode_image_is_deterministic():
     assert encode_image(img, "jpg", 50) != encode_image(img, "jpg", 95)
 
 
-def test_shard_writer_publishes_only_on_success(tmp_path):
+def test_shard_writer_publishes_only_on_close(tmp_path):
     png = encode_image(Image.new("RGB", (4, 4), (1, 2, 3)))
-    with pytest.raises(RuntimeError, match="boom"), ShardWriter(tmp_path, rank=3, index=2) as w:
-        w.add("a-1", png, {"id": "a-1"})
-        raise RuntimeError("boom")
+    w = ShardWriter(tmp_path, rank=3, index=2)
+    w.add("a-1", png, {"id": "a-1"})
+    assert not completed_shards(tmp_path) and not done_ids(tmp_path)
+    w.abort()
     assert not list(tmp_path.iterdir())  # aborted: no tar, no marker, no temp
-    with ShardWriter(tmp_path, rank=3, index=2) as w:
-        w.add("a-1", png, {"id": "a-1"})
-        w.drop("a-2", {"flags": "nsfw"})
+    w = ShardWriter(tmp_path, rank=3, index=2)
+    w.add("a-1", png, {"id": "a-1"})
+    w.drop("a-2", {"flags": "nsfw"})
+    w.close()
+    with pytest.raises(RuntimeError, match="already closed"):
+        w.add("a-3", png, {"id": "a-3"})
     assert [p.name for p in completed_shards(tmp_path)] == ["shard-00003-000002.tar"]
     assert done_ids(tmp_path) == {"a-1", "a-2"}
     assert shards.dropped_records(tmp_path) == [{"id": "a-2", "flags": "nsfw"}]
     with pytest.raises(FileExistsError, match="already complete"):
         ShardWriter(tmp_path, rank=3, index=2)
-
-
-# -- config and worker plumbing ----------------------------------------------------------
-
-
-def _generate_section(**changes) -> dict:
-    """The generate section of params.yaml with ``changes`` where each key lives."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    profile = params["profiles"][params["common"]["profile"]]["generate"]
-    for key, value in changes.items():
-        (profile if key in profile else params["generate"])[key] = value
-    return config.stage_section(params, "generate")
-
-
-def test_config_guidance_by_strategy_is_a_checked_mapping():
-    cfg = config.build("generate", _generate_section(guidance_by_strategy={"classname": 4}))
-    assert cfg.guidance_by_strategy == {"classname": 4.0}
-    assert isinstance(cfg.guidance_by_strategy["classname"], float)
-    assert cfg.as_params()["guidance_by_strategy"] == {"classname": 4.0}
-    for bad, message in [
-        ([4.0], "guidance_by_strategy must be a mapping, got list"),
-        ({"classname": "high"}, "guidance_by_strategy.classname must be float, got str"),
-        ({1: 2.0}, "guidance_by_strategy key 1 must be str, got int"),
-    ]:
-        with pytest.raises(config.ConfigError, match=re.escape(f"[generate] {message}")):
-            config.build("generate", _generate_section(guidance_by_strategy=bad))
-    with pytest.raises(config.ConfigError, match=re.escape("[generate] nproc must be int")):
-        config.build("generate", _generate_section(nproc="2"))
-
-
-def test_dist_env_and_rank_device():
-    assert generate_cli.dist_env({}) == (0, 1, 0)
-    assert generate_cli.dist_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == (3, 8, 1)
-    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_LOCALID": "5"}
-    assert generate_cli.dist_env(slurm) == (5, 16, 5)
-    with pytest.raises(ValueError, match="rank 4 is not in 0..3"):
-        generate_cli.dist_env({"RANK": "4", "WORLD_SIZE": "4"})
-    assert generate_cli.rank_device("cuda", 3, 8) == "cuda:3"
-    assert generate_cli.rank_device("cuda:1", 0, 1) == "cuda:1"
-    assert generate_cli.rank_device("cuda:0", 2, 4) == "cuda:2"
-    assert generate_cli.rank_device("cpu", 2, 4) == "cpu"
-
-
-def test_worker_errors_are_clear(tmp_path, monkeypatch):
-    monkeypatch.setenv("SYNTHSCALE_ROOT", str(tmp_path))
-    cfg = config.build("generate", _generate_section())
-    with pytest.raises(FileNotFoundError, match="run the prompts stage first"):
-        generate_cli.run_worker(cfg)
-    (tmp_path / "outputs/prompts").mkdir(parents=True)
-    make_prompts().iloc[:0].to_parquet(tmp_path / "outputs/prompts/prompts.parquet")
-    with pytest.raises(ValueError, match="prompts table is empty"):
-        generate_cli.run_worker(cfg)
-    make_prompts().to_parquet(tmp_path / "outputs/prompts/prompts.parquet")
-    with pytest.raises(FileNotFoundError, match="'./outputs/zoo/t2i' does not exist"):
-        generate_cli.run_worker(cfg)  # the zoo was not built under this root

@@ -11,7 +11,7 @@ Ranks split the sorted ids by position (``i % world_size == rank``) and write on
 own shards (see :mod:`lib.shards`); ids already in completed shards are skipped, so a killed
 run resumes with no duplicate and no missing id. ``run.json`` pins the
 parameters that change pixels; a rerun with different ones into the same folder is refused
-rather than mixing two runs.
+rather than mixing two runs (:mod:`lib.generation.runs`).
 
 A blank (near-constant) or safety-flagged output is regenerated with the derived seed
 ``seed_for(seed, id, "retry", k)`` for k = 1..max_retries; if every attempt is rejected the
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,26 +34,24 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from lib.io import read_json, write_json, write_parquet
+from lib.generation.runs import (
+    check_done_match,
+    check_run,
+    guidance_column,
+    jsonable,
+    run_params,
+    validate_prompts,
+    write_manifests_if_done,
+)
 from lib.seeding import seed_for
 from lib.shards import (
     ShardWriter,
-    build_manifest,
-    check_id,
     clean_incomplete,
     done_ids,
-    dropped_records,
     encode_image,
-    image_ext,
     is_blank,
-    iter_samples,
     next_shard_index,
 )
-
-PROMPT_COLUMNS = ("id", "class_id", "class_name", "strategy", "prompt", "negative_prompt")
-# Prompt fields recorded per image; a resumed run must agree with them for every done id.
-_PROMPT_FIELDS = ("class_id", "class_name", "strategy", "prompt", "negative_prompt")
-DROPPED_COLUMNS = (*PROMPT_COLUMNS, "flags")
 
 
 class TextToImage(Protocol):
@@ -126,13 +123,13 @@ def generate(
     check_run(out_dir, params)
     clean_incomplete(out_dir, rank)
     done = done_ids(out_dir)
-    _check_done_match(out_dir, table, done)
+    check_done_match(out_dir, table, done)
     mine = table.iloc[rank::world_size]
     todo = mine[~mine["id"].isin(done)]
     start = time.perf_counter()
     counts = _run(todo, out_dir, t2i, params, batch_size, shard_size, rank, progress)
     seconds = time.perf_counter() - start
-    manifest = _maybe_write_manifest(out_dir, table)
+    manifest = write_manifests_if_done(out_dir, table)
     return {
         "rank": rank,
         "world_size": world_size,
@@ -171,132 +168,6 @@ def _check_args(
         raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality!r}")
     if not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"max_retries must be a non-negative integer, got {max_retries!r}")
-
-
-def validate_prompts(prompts: pd.DataFrame) -> pd.DataFrame:
-    """The prompt table sorted by id, with missing negative prompts as ''; errors if unusable."""
-    if len(prompts) == 0:
-        raise ValueError("the prompts table is empty: nothing to generate")
-    missing = [c for c in PROMPT_COLUMNS if c not in prompts.columns]
-    if missing:
-        raise ValueError(f"prompts lack columns {missing}; required: {list(PROMPT_COLUMNS)}")
-    table = prompts.loc[:, list(PROMPT_COLUMNS)].copy()
-    for sample_id in table["id"]:
-        check_id(sample_id)
-    dup = table["id"][table["id"].duplicated()]
-    if len(dup):
-        raise ValueError(f"prompts hold {len(dup)} duplicated ids, e.g. {dup.iloc[0]!r}")
-    table["negative_prompt"] = [_text(v) for v in table["negative_prompt"]]
-    table["prompt"] = [_text(v) for v in table["prompt"]]
-    if (table["prompt"] == "").any():
-        raise ValueError(f"empty prompt for id {table['id'][table['prompt'] == ''].iloc[0]!r}")
-    return table.sort_values("id", kind="stable").reset_index(drop=True)
-
-
-def guidance_column(
-    strategies: pd.Series, default: float, by_strategy: Mapping[str, float]
-) -> pd.Series:
-    """The guidance scale of each row: ``by_strategy[strategy]`` if set, else ``default``.
-
-    A strategy named in ``by_strategy`` but absent from the prompts is refused (a typo would
-    otherwise silently fall back to the default).
-    """
-    unknown = sorted(set(by_strategy) - set(strategies))
-    if unknown:
-        raise ValueError(
-            f"guidance_by_strategy names strategies not in the prompts: {', '.join(unknown)}; "
-            f"strategies: {', '.join(sorted(set(strategies)))}"
-        )
-    return strategies.map(lambda s: float(by_strategy.get(s, default))).astype(float)
-
-
-def _text(value: object) -> str:
-    """A prompt cell as a string; None/NaN (no negative prompt) becomes ''."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value)
-
-
-def run_params(
-    t2i: TextToImage,
-    seed: int,
-    steps: int,
-    guidance_scale: float,
-    guidance_by_strategy: Mapping[str, float],
-    height: int,
-    width: int,
-    output_size: int | None,
-    batch_size: int,
-    image_format: str,
-    jpeg_quality: int,
-    max_retries: int,
-) -> dict[str, Any]:
-    """The parameters that determine the pixels/bytes (and the kept set) of a run."""
-    fmt = image_ext(image_format)
-    params = {
-        "model": str(t2i.model_id),
-        "scheduler": str(t2i.scheduler_name),
-        "seed": int(seed),
-        "steps": int(steps),
-        "guidance_scale": float(guidance_scale),
-        "guidance_by_strategy": {k: float(v) for k, v in sorted(guidance_by_strategy.items())},
-        "height": int(height),
-        "width": int(width),
-        "output_size": None if output_size is None else int(output_size),
-        "batch_size": int(batch_size),  # kernels are chosen by shape: see _generate_group
-        "format": fmt,
-        "max_retries": int(max_retries),
-        **dict(getattr(t2i, "settings", {}) or {}),
-    }
-    if fmt == "jpg":
-        params["jpeg_quality"] = int(jpeg_quality)
-    return params
-
-
-def check_run(out_dir: Path, params: dict[str, Any]) -> None:
-    """Write ``run.json`` or, if present, refuse unless it holds exactly ``params``.
-
-    Every rank may write it: the content is identical and the write atomic.
-    """
-    path = out_dir / "run.json"
-    if path.exists():
-        old = read_json(path)
-        if old != params:
-            diff = {
-                k: (old.get(k), params.get(k))
-                for k in sorted(set(old) | set(params))
-                if old.get(k) != params.get(k)
-            }
-            raise ValueError(
-                f"{out_dir} holds a run with different parameters (stored, requested): {diff}; "
-                "use a new output folder instead of mixing runs"
-            )
-    else:
-        write_json(path, params)
-
-
-def _check_done_match(out_dir: Path, table: pd.DataFrame, done: set[str]) -> None:
-    """Refuse to resume into a folder whose images belong to other ids or other prompts."""
-    if not done:
-        return
-    foreign = sorted(done - set(table["id"]))
-    if foreign:
-        raise ValueError(
-            f"{out_dir} holds {len(foreign)} ids that are not in the prompts, e.g. "
-            f"{foreign[:3]}; use a new output folder instead of mixing runs"
-        )
-    stored = pd.concat(
-        [build_manifest(out_dir, allow_empty=True), pd.DataFrame(dropped_records(out_dir))]
-    )
-    stored = stored.set_index("id").loc[:, list(_PROMPT_FIELDS)]
-    wanted = table.set_index("id").loc[stored.index, list(_PROMPT_FIELDS)]
-    wanted["class_id"] = [_jsonable(v) for v in wanted["class_id"]]
-    differs = (stored.astype(str) != wanted.astype(str)).any(axis=1)
-    if differs.any():
-        raise ValueError(
-            f"{out_dir} holds {int(differs.sum())} images made from other prompts, e.g. id "
-            f"{differs.index[differs][0]!r}; use a new output folder instead of mixing runs"
-        )
 
 
 def _run(
@@ -438,7 +309,7 @@ def _check_output(
 def _prompt_record(row: Any) -> dict[str, Any]:
     return {
         "id": row.id,
-        "class_id": _jsonable(row.class_id),
+        "class_id": jsonable(row.class_id),
         "class_name": str(row.class_name),
         "strategy": str(row.strategy),
         "prompt": row.prompt,
@@ -477,60 +348,3 @@ def _drop_record(work: _Work) -> dict[str, Any]:
     return {**_prompt_record(work.row), "flags": ",".join(work.rejected)}
 
 
-def _jsonable(value: Any) -> Any:
-    """NumPy scalars to Python ones, so class ids serialise as JSON."""
-    return value.item() if hasattr(value, "item") else value
-
-
-def _maybe_write_manifest(out_dir: Path, table: pd.DataFrame) -> Path | None:
-    """Write ``manifest.parquet`` and ``dropped.parquet`` once every id is done.
-
-    Whichever rank completes the set writes them. No collective barrier: ranks finish hours
-    apart on resumes, past any barrier timeout. Each rank publishes its markers before
-    checking, so the last to finish sees them all; concurrent writers produce identical
-    content and the writes are atomic.
-    """
-    if not set(table["id"]) <= done_ids(out_dir):
-        return None
-    write_parquet(out_dir / "dropped.parquet", dropped_table(out_dir))
-    return write_parquet(out_dir / "manifest.parquet", build_manifest(out_dir))
-
-
-def dropped_table(out_dir: str | os.PathLike) -> pd.DataFrame:
-    """The dropped ids of ``out_dir`` with their prompts and flags, sorted by id."""
-    records = dropped_records(out_dir)
-    df = pd.DataFrame(records, columns=list(DROPPED_COLUMNS))
-    return df.sort_values("id", kind="stable").reset_index(drop=True)
-
-
-def sample_grid(
-    out_dir: str | os.PathLike,
-    manifest: pd.DataFrame,
-    per_cell: int = 2,
-    rows: str = "class_name",
-    cols: str = "strategy",
-) -> dict[str, Any]:
-    """A grid of stored samples: one row per ``rows`` value, ``per_cell`` columns per
-    ``cols`` value, the first ids of each cell (a stable sample).
-
-    Returns images (row-major; a white image where a cell has fewer samples), titles (the
-    column name above the first row), ncols and row_labels, for :func:`lib.plots.image_grid`.
-    """
-    row_names = sorted(manifest[rows].unique(), key=str)
-    col_names = sorted(manifest[cols].unique(), key=str)
-    first = manifest.sort_values("id", kind="stable").groupby([rows, cols]).head(per_cell)
-    cells = first.groupby([rows, cols])["id"].apply(list).to_dict()
-    ids = [
-        (cells.get((r, c), []) + [None] * per_cell)[k]
-        for r in row_names
-        for c in col_names
-        for k in range(per_cell)
-    ]
-    loaded = {s["id"]: s["image"] for s in iter_samples(out_dir, ids={i for i in ids if i})}
-    size = next(iter(loaded.values())).size if loaded else (8, 8)
-    images = [loaded[i] if i else Image.new("RGB", size, "white") for i in ids]
-    ncols = per_cell * len(col_names)
-    titles = [str(col_names[j // per_cell]) if j % per_cell == 0 else "" for j in range(ncols)]
-    titles += [""] * (len(images) - ncols)
-    return {"images": images, "titles": titles, "ncols": ncols,
-            "row_labels": [str(r) for r in row_names]}

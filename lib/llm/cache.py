@@ -2,9 +2,9 @@
 
 Every LLM call of the study goes through :class:`CachedLLM`, so a rerun needs no LLM. The
 cache is an sqlite file in WAL mode: several processes may read and write it at once, and a
-crash never leaves a half-written record. ``export_jsonl``/``import_jsonl`` turn it into a
-readable, diff-friendly JSONL file (sorted by key, stable bytes) that can be committed and
-replayed by the ``recorded`` backend.
+crash never leaves a half-written record. ``export_jsonl`` turns it into a readable,
+diff-friendly JSONL file (sorted by key, stable bytes) that can be committed and replayed by
+the ``recorded`` backend, which reads it with ``read_jsonl``.
 """
 
 from __future__ import annotations
@@ -105,12 +105,6 @@ class LLMCache:
             (key, text),
         )
 
-    def __len__(self) -> int:
-        return self._connect().execute("SELECT COUNT(*) FROM llm_cache").fetchone()[0]
-
-    def __contains__(self, key: str) -> bool:
-        return self.get(key) is not None
-
     def items(self) -> Iterator[tuple[str, dict]]:
         """(key, record) pairs sorted by key."""
         rows = self._connect().execute("SELECT key, record FROM llm_cache ORDER BY key")
@@ -206,11 +200,3 @@ def _parse_line(line: str, where: str) -> tuple[str, dict]:
             f"sampling (expected {expected[:12]}...)"
         )
     return key, obj
-
-
-def import_jsonl(path: str | os.PathLike, cache: LLMCache) -> int:
-    """Store every record of an exported JSONL file in ``cache``; returns how many."""
-    records = read_jsonl(path)
-    for key, record in records.items():
-        cache.put(key, record)
-    return len(records)

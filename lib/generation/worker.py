@@ -1,38 +1,29 @@
 """The generation worker: one process of a (possibly multi-node) generation run.
 
-    python -m lib.generate_cli                                    # params.yaml, one process
-    torchrun --standalone --nproc-per-node 8 -m lib.generate_cli   # one process per GPU
-    torchrun --nnodes 4 --nproc-per-node 8 --rdzv-backend c10d \\
-        --rdzv-endpoint HOST:29500 -m lib.generate_cli             # 32 ranks on 4 nodes
-    srun --ntasks-per-node 8 python -m lib.generate_cli            # Slurm, no torchrun
-
 Each process reads its rank from ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (torchrun) or
 ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID`` (srun), takes every ``WORLD_SIZE``-th id
-of the prompt manifest and writes its own shards (:func:`lib.generate.generate`). Ranks
-coordinate only through the output folder (completion markers; the last rank to finish
-writes the manifest), so no process group is created and a rank may finish hours after the
-others, or be rerun alone, without a collective timeout. With ``common.device: cuda`` rank
-``r`` uses ``cuda:LOCAL_RANK``.
-
-The parameters are the ``generate`` stage's: from ``params.yaml`` by default, or from the
-JSON file the stage writes (``--config``) so the workers run exactly the notebook's config.
+of the prompt manifest and writes its own shards (:func:`lib.generation.core.generate`).
+Ranks coordinate only through the output folder (completion markers; the last rank to
+finish writes the manifest), so no process group is created and a rank may finish hours
+after the others, or be rerun alone, without a collective timeout. With ``common.device:
+cuda`` rank ``r`` uses ``cuda:LOCAL_RANK``. The command line is ``python -m
+lib.generation`` (:mod:`lib.generation.__main__`).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from lib import config, generate
+from lib import config
 from lib.config import GenerateConfig
-from lib.io import read_json, write_json
+from lib.generation.core import generate
+from lib.generation.runs import validate_prompts
+from lib.io import read_json
 
 
 def dist_env(environ: Mapping[str, str] | None = None) -> tuple[int, int, int]:
@@ -60,7 +51,7 @@ def rank_device(device: str, local_rank: int, world_size: int) -> str:
     return device
 
 
-def load_prompts(cfg: GenerateConfig) -> pd.DataFrame:
+def read_prompt_manifest(cfg: GenerateConfig) -> pd.DataFrame:
     """The prompt manifest of the ``prompts`` stage."""
     path = cfg.path("prompts") / "prompts.parquet"
     if not path.is_file():
@@ -83,10 +74,11 @@ def create_backend(cfg: GenerateConfig, device: str) -> Any:
 def run_worker(
     cfg: GenerateConfig, rank: int = 0, world_size: int = 1, local_rank: int = 0
 ) -> dict[str, Any]:
-    """Generate rank ``rank``'s share of the prompts; the summary of :func:`generate.generate`
-    plus the device and the model loading time (setup_seconds)."""
-    prompts = load_prompts(cfg)
-    generate.validate_prompts(prompts)  # before the slow model load
+    """Generate rank ``rank``'s share of the prompts; the summary of
+    :func:`~lib.generation.core.generate` plus the device and the model loading time
+    (setup_seconds)."""
+    prompts = read_prompt_manifest(cfg)
+    validate_prompts(prompts)  # before the slow model load
     device = rank_device(cfg.common.device, local_rank, world_size)
     if device.startswith("cuda"):
         import torch
@@ -95,7 +87,7 @@ def run_worker(
     start = time.perf_counter()
     t2i = create_backend(cfg, device)
     setup = time.perf_counter() - start
-    summary = generate.generate(
+    summary = generate(
         prompts, cfg.path("generate"), t2i,
         seed=cfg.common.seed, steps=cfg.steps, guidance_scale=cfg.guidance_scale,
         guidance_by_strategy=cfg.guidance_by_strategy, height=cfg.height, width=cfg.width,
@@ -112,37 +104,3 @@ def load_config(path: str | os.PathLike | None, params: str | os.PathLike | None
     if path is not None:
         return config.build("generate", read_json(path))
     return config.load("generate", params)
-
-
-def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib.generate_cli",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="flat JSON of the generate parameters (as the stage "
-                        "writes it); default: the generate section of params.yaml")
-    parser.add_argument("--params", help="params.yaml to read (default: the project's)")
-    parser.add_argument("--summary-dir", help="write this rank's summary as rank-RRRRR.json here")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.params)
-    except config.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    rank, world, local = dist_env()
-    summary = run_worker(cfg, rank, world, local)
-    if args.summary_dir:
-        write_json(Path(args.summary_dir) / f"rank-{rank:05d}.json", summary)
-    print(f"[generate rank {rank}/{world}] " + ", ".join(
-        f"{k}={summary[k]}" for k in ("generated", "skipped", "regenerated", "dropped",
-                                      "images_per_s", "manifest")))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    # torchrun's @record writes a worker's traceback where the launcher reports it.
-    from torch.distributed.elastic.multiprocessing.errors import record
-
-    return record(_main)(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
