@@ -1,5 +1,6 @@
 """The ablation grid: its points and their configurations (lib.train_cli), resuming, the
-aggregation over seeds and the figures (lib.stages.analyze), and its declaration in dvc.yaml.
+aggregation over seeds (lib.stages.analyze), its figures (lib.plots.ablation) and its
+declaration in dvc.yaml.
 Running grid runs end to end (1 and 2 workers) is covered by tests/test_pipeline.py."""
 
 from __future__ import annotations
@@ -13,13 +14,8 @@ import yaml
 
 from lib import config
 from lib.io import write_json
-from lib.stages.analyze import (
-    grid_figure,
-    grid_runs,
-    grid_table,
-    summary_table,
-    synthetic_only_figure,
-)
+from lib.plots.ablation import grid_figure, synthetic_only_figure
+from lib.stages.analyze import grid_runs, grid_table, summary_table
 from lib.train_cli import _done, config_hash, grid_points, main, point_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,21 @@
-"""One figure style and one save helper (PNG for notebooks and READMEs, PDF for papers)."""
+"""Every figure of the study, in one style, and one save helper (PNG for notebooks and READMEs,
+PDF for papers).
+
+This module holds what all figures share: :func:`style`, :func:`palette`, :func:`save_figure`
+and :func:`image_grid`. The figures themselves live in submodules by subject; each function
+takes data (tables, histories, images) and returns a matplotlib figure, which stages save and
+notebooks show:
+
+* :mod:`lib.plots.ablation`: the ablation grid (real + synthetic vs real only; synthetic-only
+  training against its size);
+* :mod:`lib.plots.evaluation`: recognizability of the synthetic images, per-class accuracy,
+  CLIP zero-shot accuracy;
+* :mod:`lib.plots.training`: training curves of the classifier and of CLIP;
+* :mod:`lib.plots.images`: grids of images (OOD corruptions, generated samples, the mini
+  text-to-image model's guidance grid);
+* :mod:`lib.plots.prompts`: prompt diversity per strategy;
+* :mod:`lib.plots.tables`: the small display tables the notebooks show.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +28,7 @@ from lib.io import atomic_path
 
 
 def style() -> None:
+    """The one theme of every figure (called by each figure function before it draws)."""
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
 
 
@@ -31,7 +49,8 @@ def _metadata(ext: str) -> dict:
 
 
 def image_grid(images: list, titles: list[str] | None = None, ncols: int = 8, size: float = 1.2):
-    """A grid of PIL images or arrays; returns the figure."""
+    """A grid of PIL images or arrays, ``ncols`` per row, each titled by ``titles``."""
+    style()
     n = max(len(images), 1)
     nrows = (n + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size), squeeze=False)
@@ -47,4 +66,5 @@ def image_grid(images: list, titles: list[str] | None = None, ncols: int = 8, si
 
 
 def palette(n: int) -> list:
+    """``n`` colours of the figures' colour-blind palette."""
     return sns.color_palette("colorblind", n)
