@@ -94,6 +94,7 @@ def test_corruption_figure_rows_titled_by_set() -> None:
     val = np.zeros((2, 4, 4), np.uint8)
     fig = corruption_figure({"val": val, "invert": 255 - val})
     assert [ax.get_title() for ax in fig.axes] == ["val", "val", "invert", "invert"]
+    assert all(ax.images[0].get_cmap().name == "gray" for ax in fig.axes)  # grey, not false colour
 
 
 def test_sample_grid_figure_labels_rows() -> None:

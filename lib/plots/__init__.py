@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import seaborn as sns
 
 from lib.io import atomic_path
@@ -49,7 +50,8 @@ def _metadata(ext: str) -> dict:
 
 
 def image_grid(images: list, titles: list[str] | None = None, ncols: int = 8, size: float = 1.2):
-    """A grid of PIL images or arrays, ``ncols`` per row, each titled by ``titles``."""
+    """A grid of PIL images or arrays, ``ncols`` per row, each titled by ``titles``; grey
+    images (PIL ``'L'``, 2-D arrays) in grey."""
     style()
     n = max(len(images), 1)
     nrows = (n + ncols - 1) // ncols
@@ -58,11 +60,16 @@ def image_grid(images: list, titles: list[str] | None = None, ncols: int = 8, si
         ax.axis("off")
     for i, img in enumerate(images):
         ax = axes.flat[i]
-        ax.imshow(img, cmap="gray" if getattr(img, "mode", "") == "L" else None)
+        ax.imshow(img, cmap="gray" if _is_grey(img) else None)
         if titles:
             ax.set_title(titles[i], fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _is_grey(img) -> bool:
+    """A PIL ``'L'`` image or a 2-D array: drawn in grey, not in a false-colour map."""
+    return img.mode == "L" if hasattr(img, "mode") else np.ndim(img) == 2
 
 
 def palette(n: int) -> list:
