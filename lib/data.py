@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +202,16 @@ def corrupt(images: np.ndarray, image_ids: list[str], name: str, seed: int) -> n
     if len(images) == 0:
         return images.copy()
     return np.stack([fn(img, numpy_rng(seed, name, i)) for img, i in zip(images, image_ids)])
+
+
+def corruption_examples(images: pd.DataFrame, root: Path, names: Sequence[str],
+                        seed: int) -> dict[str, np.ndarray]:
+    """The first val image of each class (``images``: the classes stage's image table) and
+    its OOD versions: ``{"val": images, name: corrupt(images, ...) for each name}``."""
+    val = images[images["split"] == "val"].groupby("class_id").head(1)
+    arr = load_images(val["path"].tolist(), root)
+    ids = val["image_id"].tolist()
+    return {"val": arr, **{name: corrupt(arr, ids, name, seed) for name in names}}
 
 
 def main(argv: list[str] | None = None) -> int:

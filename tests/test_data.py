@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lib.data import CORRUPTIONS, build_splits, corrupt, materialize_digits, read_class_table
+from lib.data import (
+    CORRUPTIONS,
+    build_splits,
+    corrupt,
+    corruption_examples,
+    materialize_digits,
+    read_class_table,
+)
 
 NUM_DIGITS = 1797
 
@@ -288,6 +295,18 @@ def test_invert_and_blur_values() -> None:
     blurred = corrupt(img, ["s"], "blur", seed=0)
     assert blurred.std() < 0.5 * img.std()
     assert abs(float(blurred.mean()) - float(img.mean())) < 10
+
+
+def test_corruption_examples_first_val_image_per_class(tmp_path: Path) -> None:
+    make_flat(tmp_path / "toy", {"ant": 8, "bee": 8})
+    _, images = build_splits(tmp_path / "toy", tmp_path, **SPLIT_KW)
+    out = corruption_examples(images, tmp_path, ["invert", "noise"], seed=3)
+    assert list(out) == ["val", "invert", "noise"]
+    first = images[images["split"] == "val"].groupby("class_id").head(1)
+    assert out["val"].shape == (2, 4, 4)
+    np.testing.assert_array_equal(out["invert"], 255 - out["val"])
+    np.testing.assert_array_equal(
+        out["noise"], corrupt(out["val"], first["image_id"].tolist(), "noise", seed=3))
 
 
 def test_unknown_corruption_lists_valid() -> None:

@@ -31,3 +31,9 @@ def test_torch_pins():
     pins = dict(map(_norm, project["dependencies"]))
     assert pins["torch"] == "2.14.1"
     assert pins["torchvision"] == "0.29.1"
+
+
+def test_notebook_progress_bars_have_widgets():
+    """tqdm.auto renders widgets in JupyterLab only with ipywidgets installed."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "ipywidgets" in dict(map(_norm, project["dependencies"]))

@@ -1,7 +1,7 @@
 """The ablation grid: its points and their configurations (lib.grid), resuming and the CLI
-(lib.sweep), the aggregation over seeds and the figures (lib.stages.analyze), and its
-declaration in dvc.yaml. Running sweep runs end to end (1 and 2 workers) is covered by
-tests/test_pipeline.py."""
+(lib.sweep), the aggregation over seeds (lib.stages.analyze), its figures (lib.plots.ablation)
+and its declaration in dvc.yaml. Running sweep runs end to end (1 and 2 workers) is covered
+by tests/test_pipeline.py."""
 
 from __future__ import annotations
 
@@ -15,13 +15,8 @@ import yaml
 from lib import config
 from lib.grid import config_hash, grid_points, point_config
 from lib.io import write_json
-from lib.stages.analyze import (
-    grid_figure,
-    grid_runs,
-    grid_table,
-    summary_table,
-    synthetic_only_figure,
-)
+from lib.plots.ablation import grid_figure, synthetic_only_figure
+from lib.stages.analyze import grid_runs, grid_table, summary_table
 from lib.sweep import RESULTS, _done, main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,10 +18,11 @@ from lib.mini.corpus import render, to_pil
 from lib.mini.t2i import (
     LEVELS,
     MiniT2IPipeline,
+    guidance_samples,
     levels_to_pil,
-    sample_grid_figure,
     train_mini_t2i,
 )
+from lib.plots.images import guidance_grid_figure
 
 TINY = {
     "block_out_channels": (16, 32),
@@ -166,13 +167,22 @@ def test_bad_training_input(tmp_path):
         train_mini_t2i(np.full((1, 8, 8), 17, np.uint8), ["a"], tmp_path / "m", steps=1)
 
 
-def test_sample_grid_figure(trained):
+def test_guidance_samples_and_figure(trained):
     import matplotlib.pyplot as plt
 
     folder, _ = trained
     pipe = MiniT2IPipeline.from_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
-    fig = sample_grid_figure(pipe, ["the digit 3", "the letter S"], [1.0, 3.0], seeds=2, steps=2)
+    samples = guidance_samples(pipe, ["the digit 3", "the letter S"], [1.0, 3.0], seeds=(0, 1),
+                               steps=2)
+    assert samples.images.shape == (2, 2, 2, 8, 8) and samples.images.dtype == np.uint8
+    # The k-th image of every prompt and scale starts from seed k's noise: as the backend's
+    # one image for that prompt, scale and seed.
+    alone = pipe("the letter S", num_inference_steps=2, guidance_scale=3.0, output_type="np",
+                 generator=[torch.Generator("cpu").manual_seed(1)]).images[0]
+    np.testing.assert_array_equal(samples.images[1, 1, 1], alone)
+    fig = guidance_grid_figure(samples, title="two prompts")
     assert len(fig.axes) == 4
-    assert fig.axes[0].get_title() == "guidance 1"
+    assert [ax.get_title() for ax in fig.axes] == ["guidance 1", "guidance 3", "", ""]
+    assert fig.axes[2].get_ylabel() == "the letter S"
+    assert fig.get_suptitle() == "two prompts"
     plt.close(fig)

@@ -15,6 +15,9 @@ from lib import config, notebooks, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = {p.stem: p for p in sorted((ROOT / "notebooks").glob("*.ipynb"))}
+# A notebook calls lib; it holds no loops over data (figures and tables are lib functions).
+LOOPS = (ast.For, ast.While, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp,
+         ast.Lambda)
 
 
 def test_one_notebook_per_stage():
@@ -49,6 +52,8 @@ def test_committed_without_outputs_and_thin(stage):
             tree = ast.parse("".join(cell["source"]))
             defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
             assert not defs, f"{stage}: functions and classes belong in lib/, not notebooks"
+            loops = [n for n in ast.walk(tree) if isinstance(n, LOOPS)]
+            assert not loops, f"{stage}: loops over data belong in lib/ (e.g. lib/plots/)"
 
 
 def test_strip_ignores_what_jupyterlab_changes():

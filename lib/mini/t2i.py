@@ -23,7 +23,8 @@ captioned 8x8 glyph corpus of :mod:`lib.mini.corpus`. It is an ordinary diffuser
   initialisation and each step's batch, noise, timesteps and dropout are drawn from
   generators seeded by :func:`lib.seeding.seed_for`, so a CPU run reproduces bit for bit and
   a run resumed from a checkpoint equals an uninterrupted one.
-* :func:`sample_grid_figure` draws prompts x guidance scales for a notebook.
+* :func:`guidance_samples` samples prompts x guidance scales x seeds for a notebook (drawn by
+  :func:`lib.plots.images.guidance_grid_figure`).
 
 Measured on this project's 2 CPU cores while other jobs also ran (load average 2.5-6;
 torch 2.14 CPU; default UNet: block widths 32/64, one layer per block, cross-attention at
@@ -75,7 +76,6 @@ from lib.seeding import seed_for, seeded, torch_threads
 from lib.train import warmup_cosine_lr
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
     from PIL import Image
 
 #: Grey levels of the real data: pixel values 0..16.
@@ -562,38 +562,47 @@ def _train(
     return metrics
 
 
-# ----------------------------------------------------------------------------- figures
+# ----------------------------------------------------------------------------- samples
 
 
-def sample_grid_figure(
+@dataclass
+class GuidanceSamples:
+    """Samples of prompts x guidance scales x seeds, for
+    :func:`lib.plots.images.guidance_grid_figure`.
+
+    ``images``: uint8 levels 0..``levels``, ``[prompts, guidance scales, seeds, H, W]``.
+    """
+
+    images: np.ndarray
+    prompts: list[str]
+    guidance_scales: list[float]
+    seeds: list[int]
+    steps: int
+    levels: int = LEVELS
+
+
+def guidance_samples(
     pipe: MiniT2IPipeline,
     prompts: Sequence[str],
     guidance_scales: Sequence[float],
     seeds: Sequence[int] | int = (0, 1, 2, 3),
     steps: int = 20,
     negative_prompt: str | None = None,
-    title: str | None = None,
-) -> Figure:
-    """A grid of samples: rows = prompts, columns = guidance scales, each cell one image per seed.
+    progress: bool = False,
+) -> GuidanceSamples:
+    """One image per (prompt, guidance scale, seed), to show what the model responds to.
 
-    Seed ``s`` seeds ``torch.Generator().manual_seed(s)`` (as the backend does), so a cell's
-    k-th image starts from the same noise in every row and column: the differences come from
-    the prompt and the guidance alone.
+    Seed ``s`` seeds ``torch.Generator().manual_seed(s)`` (as the backend does), so the k-th
+    image of every prompt and guidance scale starts from the same noise: the differences come
+    from the prompt and the guidance alone. ``progress`` turns the pipeline's progress bar
+    (one per guidance scale) on or off.
     """
-    import matplotlib.pyplot as plt
-
+    pipe.set_progress_bar_config(disable=not progress)
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
     prompts = list(prompts)
-    size = pipe.unet.config.sample_size
-    gap = 1
-    fig, axes = plt.subplots(
-        len(prompts),
-        len(guidance_scales),
-        figsize=(0.45 * len(seeds) * len(guidance_scales) + 2.8, 0.62 * len(prompts) + 0.7),
-        squeeze=False,
-    )
     batch = [p for p in prompts for _ in seeds]
-    for j, scale in enumerate(guidance_scales):
+    per_scale = []
+    for scale in guidance_scales:
         gens = [torch.Generator("cpu").manual_seed(int(s)) for _ in prompts for s in seeds]
         out = pipe(
             batch,
@@ -603,19 +612,6 @@ def sample_grid_figure(
             generator=gens,
             output_type="np",
         ).images
-        for i, prompt in enumerate(prompts):
-            strip = np.full((size, len(seeds) * (size + gap) - gap), np.nan)
-            for k in range(len(seeds)):
-                strip[:, k * (size + gap) : k * (size + gap) + size] = out[i * len(seeds) + k]
-            ax = axes[i][j]
-            cmap = plt.get_cmap("gray").with_extremes(bad="tab:blue")
-            ax.imshow(strip, cmap=cmap, vmin=0, vmax=LEVELS, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(f"guidance {scale:g}", fontsize=9)
-            if j == 0:
-                ax.set_ylabel(prompt, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(title or f"mini text-to-image: {len(seeds)} seeds per cell, {steps} steps")
-    fig.tight_layout()
-    return fig
+        per_scale.append(out.reshape(len(prompts), len(seeds), *out.shape[1:]))
+    return GuidanceSamples(np.stack(per_scale, axis=1), prompts,
+                           [float(g) for g in guidance_scales], seeds, steps)

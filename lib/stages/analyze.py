@@ -9,8 +9,9 @@ a *plain* timm model from its checkpoint (auxiliary norms dropped).
 The ablation grid (dvc.yaml ``sweep``, one stage per source) is aggregated into one row
 per (source, regime, multiplier, aux norm): mean, standard deviation (ddof=1; empty for a
 single seed) and count over seeds of each set's top-1 (``ood_mean`` = the mean over the OOD
-corruptions), written as ``grid.csv`` and shown as figures: real + synthetic against the
-real-only baselines per regime, and synthetic-only training against its size.
+corruptions), written as ``grid.csv`` and shown as figures (:mod:`lib.plots.ablation`): real +
+synthetic against the real-only baselines per regime, and synthetic-only training against its
+size.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from lib.choices import REAL_SOURCES
 from lib.config import AnalyzeConfig
 from lib.io import atomic_path, read_json, write_json
 from lib.metrics import write_metrics
+from lib.plots.ablation import grid_figure, synthetic_only_figure
+from lib.plots.evaluation import per_class_figure, recognizability_figure, zero_shot_figure
 from lib.train import ImageArrayDataset, load_plain_timm, predict
 
 
@@ -61,45 +64,6 @@ def recognizability(cfg: AnalyzeConfig, classes: pd.DataFrame,
     table = found.groupby(["strategy", "label"]).agg(
         recognizability=("hit", "mean"), num_synthetic=("hit", "size")).reset_index()
     return table.merge(classes[["label", "class_id", "name"]], on="label")
-
-
-def recognizability_figure(table: pd.DataFrame) -> plt.Figure:
-    """Heatmap: classes x prompt strategies, share of synthetic images recognised."""
-    import seaborn as sns
-
-    plots.style()
-    grid = table.pivot(index="strategy", columns="name", values="recognizability")
-    grid = grid[table.drop_duplicates("name").sort_values("label")["name"]]
-    fig, ax = plt.subplots(figsize=(max(6, 0.85 * grid.shape[1] + 2), 0.5 * len(grid) + 1.6))
-    sns.heatmap(grid, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax,
-                annot_kws={"fontsize": 8},
-                cbar_kws={"label": "recognised by a real-only classifier"})
-    ax.set(xlabel="class", ylabel="prompt strategy",
-           title="Recognizability of the synthetic images")
-    return fig
-
-
-def per_class_figure(table: pd.DataFrame) -> plt.Figure:
-    plots.style()
-    long = table.melt(id_vars="name", value_vars=["val", "recognizability"],
-                      var_name="measure", value_name="accuracy")
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(table)), 3.5))
-    import seaborn as sns
-
-    sns.barplot(long, x="name", y="accuracy", hue="measure", ax=ax)
-    ax.set(xlabel="class", ylabel="top-1", ylim=(0, 1),
-           title="Real val accuracy vs recognizability of synthetic images")
-    ax.tick_params(axis="x", rotation=45)
-    return fig
-
-
-def clip_figure(zero_shot: dict[str, Any]) -> plt.Figure:
-    plots.style()
-    fig, ax = plt.subplots(figsize=(5, 3))
-    names = list(zero_shot)
-    ax.bar(names, [zero_shot[n]["top1"] for n in names], color=plots.palette(len(names)))
-    ax.set(ylabel="zero-shot top-1 (real val)", ylim=(0, 1), title="CLIP by training pairs")
-    return fig
 
 
 GRID_KEYS = ["source", "regime", "multiplier", "aux_norm"]
@@ -149,72 +113,6 @@ def summary_table(table: pd.DataFrame, metric: str = "val.top1") -> pd.DataFrame
                          aggfunc="first").fillna("")
 
 
-def _baseline(ax: plt.Axes, rows: pd.DataFrame, metric: str, style: str, label: str) -> None:
-    if rows.empty:
-        return
-    m, s = rows[f"{metric}.mean"].iloc[0], rows[f"{metric}.std"].fillna(0).iloc[0]
-    ax.axhline(m, color="0.3", linestyle=style, label=label)
-    ax.axhspan(m - s, m + s, color="0.5", alpha=0.15)
-
-
-def grid_figure(table: pd.DataFrame, metrics: tuple[str, ...] = ("val.top1", "ood_mean.top1")
-                ) -> plt.Figure:
-    """Real + synthetic against the real-only baselines: one panel per (metric, regime with
-    real images); x = synthetic multiplier, colour = prompt strategy, solid = aux norm on,
-    dashed = off; grey lines and bands = real-only (mean ± std over seeds)."""
-    plots.style()
-    metrics = tuple(m for m in metrics if f"{m}.mean" in table.columns)
-    regimes = [r for r in ("full", "limited") if r in set(table["regime"])]
-    regimes += sorted(set(table["regime"]) - {"none", *regimes})
-    strategies = sorted(set(table["source"]) - set(REAL_SOURCES))
-    colors = dict(zip(strategies, plots.palette(max(1, len(strategies)))))
-    fig, axes = plt.subplots(len(metrics), max(1, len(regimes)), squeeze=False,
-                             figsize=(4.6 * max(1, len(regimes)), 3.4 * len(metrics)))
-    for i, metric in enumerate(metrics):
-        for j, regime in enumerate(regimes):
-            ax, rows = axes[i, j], table[table["regime"] == regime]
-            _baseline(ax, rows[rows["source"] == "real"], metric, "-", "real only (augmented)")
-            _baseline(ax, rows[rows["source"] == "real-noaug"], metric, ":",
-                      "real only (no augmentation)")
-            for (source, aux), g in rows[rows["source"].isin(strategies)].groupby(
-                    ["source", "aux_norm"]):
-                ax.errorbar(g["multiplier"], g[f"{metric}.mean"],
-                            yerr=g[f"{metric}.std"].fillna(0), marker="o", capsize=3,
-                            color=colors[source], linestyle="-" if aux else "--",
-                            label=f"{source}, aux {'on' if aux else 'off'}")
-            ax.set(xlabel="synthetic images per real image (multiplier)", ylabel=metric,
-                   title=f"{regime} real data")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.suptitle("Real + synthetic vs real only (mean ± std over seeds)")
-    fig.tight_layout()
-    return fig
-
-
-def synthetic_only_figure(table: pd.DataFrame, real_per_class: float,
-                          metric: str = "val.top1") -> plt.Figure | None:
-    """Synthetic-only training (regime ``none``) against the number of synthetic images per
-    class, one line per prompt strategy; the real-only baseline as a grey band."""
-    rows = table[table["regime"] == "none"]
-    if rows.empty:
-        return None
-    plots.style()
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    full_real = table[(table["regime"] == "full") & (table["source"] == "real")]
-    _baseline(ax, full_real, metric, "-", "real only (all real images)")
-    strategies = sorted(set(rows["source"]))
-    for color, source in zip(plots.palette(len(strategies)), strategies):
-        g = rows[rows["source"] == source]
-        ax.errorbar(g["multiplier"] * real_per_class, g[f"{metric}.mean"],
-                    yerr=g[f"{metric}.std"].fillna(0), marker="o", capsize=3, color=color,
-                    label=source)
-    ax.set_xscale("log")
-    ax.set(xlabel="synthetic images per class", ylabel=metric,
-           title="Synthetic-only training (mean ± std over seeds)")
-    ax.legend(fontsize=8)
-    return fig
-
-
 def lookalike_table(candidates: pd.DataFrame) -> pd.DataFrame:
     """The disambiguation candidates of every class with their scores, winner marked."""
     cols = ["name", "source", "text", "own", "other", "score", "winner"]
@@ -243,7 +141,7 @@ def run(cfg: AnalyzeConfig) -> dict[str, Any]:
         rec.to_csv(tmp, index=False)
     n_train = int((images["split"] == "train").sum())
     figures = {"per_class": per_class_figure(table), "recognizability": recognizability_figure(rec),
-               "clip_zero_shot": clip_figure(zero_shot)}
+               "clip_zero_shot": zero_shot_figure(zero_shot)}
     if not grid.empty:
         figures["grid"] = grid_figure(grid)
         synth = synthetic_only_figure(grid, n_train / max(1, len(classes)))

@@ -12,12 +12,12 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 
 from lib import diversity, plots, prompts
 from lib.config import PromptsConfig
 from lib.io import write_parquet
 from lib.metrics import write_metrics
+from lib.plots.prompts import diversity_figure
 
 
 def class_texts(names: pd.DataFrame, texts: pd.DataFrame) -> dict[str, prompts.ClassTexts]:
@@ -39,20 +39,6 @@ def class_texts(names: pd.DataFrame, texts: pd.DataFrame) -> dict[str, prompts.C
             styles=styles,
         )
     return out
-
-
-def diversity_figure(table: pd.DataFrame) -> plt.Figure:
-    plots.style()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    order = table.groupby("strategy")["dispersion"].mean().sort_values().index
-    for ax, col, label in zip(axes, ["dispersion", "distinct_2"],
-                              ["embedding dispersion", "distinct bigrams"]):
-        sns.barplot(table, x="strategy", y=col, order=order, ax=ax, errorbar="sd")
-        ax.set(xlabel="", ylabel=label)
-        ax.tick_params(axis="x", rotation=45)
-    fig.suptitle("Prompt diversity per strategy (mean ± sd over classes)")
-    fig.tight_layout()
-    return fig
 
 
 def run(cfg: PromptsConfig) -> dict[str, Any]:

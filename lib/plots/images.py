@@ -1,0 +1,64 @@
+"""Grids of images: the OOD corruptions of real images, generated samples per class and
+strategy, and the mini text-to-image model's samples per prompt and guidance scale."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from lib.plots import image_grid, style
+
+if TYPE_CHECKING:
+    from lib.mini.t2i import GuidanceSamples
+
+
+def corruption_figure(examples: dict[str, np.ndarray]) -> plt.Figure:
+    """One row per entry of ``examples`` (``val`` then each corruption, as returned by
+    :func:`lib.data.corruption_examples`), the same images in every row, titled by the row."""
+    ncols = len(next(iter(examples.values())))
+    images = [im for row in examples.values() for im in row]
+    titles = [name for name in examples for _ in range(ncols)]
+    return image_grid(images, titles=titles, ncols=ncols)
+
+
+def sample_grid_figure(grid: dict[str, Any], size: float = 0.9) -> plt.Figure:
+    """Generated samples, rows labelled on the left (e.g. classes), columns titled above (e.g.
+    prompt strategies): ``grid`` as returned by ``lib.generation.samples.sample_grid``
+    (images, titles, ncols, row_labels)."""
+    fig = image_grid(grid["images"], titles=grid["titles"], ncols=grid["ncols"], size=size)
+    for ax, name in zip(fig.axes[:: grid["ncols"]], grid["row_labels"]):
+        ax.text(-0.1, 0.5, name, transform=ax.transAxes, ha="right", va="center", fontsize=8)
+    return fig
+
+
+def guidance_grid_figure(samples: GuidanceSamples, title: str | None = None) -> plt.Figure:
+    """Rows = prompts, columns = guidance scales; each cell a strip of one image per seed
+    (separated by a blue gap), from :func:`lib.mini.t2i.guidance_samples`."""
+    style()
+    n_prompts, n_scales, n_seeds, height, width = samples.images.shape
+    gap = 1
+    fig, axes = plt.subplots(
+        n_prompts,
+        n_scales,
+        figsize=(0.45 * n_seeds * n_scales + 2.8, 0.62 * n_prompts + 0.7),
+        squeeze=False,
+    )
+    cmap = plt.get_cmap("gray").with_extremes(bad="tab:blue")
+    for i, prompt in enumerate(samples.prompts):
+        for j, scale in enumerate(samples.guidance_scales):
+            strip = np.full((height, n_seeds * (width + gap) - gap), np.nan)
+            for k in range(n_seeds):
+                strip[:, k * (width + gap) : k * (width + gap) + width] = samples.images[i, j, k]
+            ax = axes[i][j]
+            ax.imshow(strip, cmap=cmap, vmin=0, vmax=samples.levels, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"guidance {scale:g}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(prompt, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title or f"mini text-to-image: {n_seeds} seeds per cell, {samples.steps} steps")
+    fig.tight_layout()
+    return fig
