@@ -71,6 +71,7 @@ from tqdm import tqdm
 from lib.io import atomic_path
 from lib.nn.augment import augment_batch, check_augment
 from lib.nn.aux_norm import has_aux_norm, set_synthetic_mask, strip_aux, synced_batchnorm
+from lib.nn.schedule import lr_factor
 from lib.seeding import numpy_rng, seed_for, torch_generator
 
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as PIL's convert("L")
@@ -303,27 +304,6 @@ class _RunConfig:
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 EPOCHS = ("real", "all")
-
-
-def lr_factor(step: int, steps: int, warmup: int, schedule: str = "cosine") -> float:
-    """Multiplier of the base learning rate at 0-based ``step``: linear warmup, then
-    cosine decay to 0 (``cosine``) or the base rate (``constant``)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, steps - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def warmup_cosine_lr(step: int, steps: int, lr: float, warmup: int,
-                     final_frac: float = 0.0) -> float:
-    """Learning rate at 0-based ``step``: linear warm-up over ``warmup`` steps, then cosine
-    decay from ``lr`` to ``final_frac * lr`` (the mini models' trainers)."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return lr * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def steps_for_epochs(

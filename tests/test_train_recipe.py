@@ -12,6 +12,7 @@ from PIL import Image
 
 from lib import classsets
 from lib.nn.augment import augment_batch
+from lib.nn.schedule import lr_factor
 from lib.seeding import torch_generator
 from lib.stages.train import (
     check_bad,
@@ -23,7 +24,6 @@ from lib.stages.train import (
 )
 from lib.train import (
     ImageArrayDataset,
-    lr_factor,
     score_logits,
     steps_for_epochs,
     train_classifier,
