@@ -22,7 +22,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-import lib.mini.models  # noqa: F401  (the mini world's architectures, for load_plain_timm)
 from lib import paths, plots, shards
 from lib.config import AnalyzeConfig
 from lib.io import atomic_path, read_json, write_json
