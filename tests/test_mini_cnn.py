@@ -8,7 +8,7 @@ import torch
 
 from lib.backends import create_classifier
 from lib.nn.aux_norm import aux_norm_layers
-from lib.train import load_plain_timm, save_checkpoint
+from lib.training.checkpoints import load_plain_timm, save_checkpoint
 
 
 @pytest.mark.parametrize("arch", ["mini_cnn", "mini_cnn_small"])

@@ -1,4 +1,4 @@
-"""The training recipe around lib.train: batch composition, schedule, augmentation, masked
+"""The training recipe around lib.training: batch composition, schedule, augmentation, masked
 evaluation, tolerant loading and data selection (lib.stages.train)."""
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ from lib.stages.train import (
     select_real,
     select_synthetic,
 )
-from lib.train import (
-    ImageArrayDataset,
-    score_logits,
-    steps_for_epochs,
-    train_classifier,
-)
+from lib.training.datasets import ImageArrayDataset
+from lib.training.evaluation import score_logits
+from lib.training.loop import train_classifier
+from lib.training.recipe import steps_for_epochs
 
 # -- schedule and epochs -------------------------------------------------------------------
 

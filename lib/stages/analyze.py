@@ -26,7 +26,9 @@ from lib import paths, plots, shards
 from lib.config import AnalyzeConfig
 from lib.io import atomic_path, read_json, write_json
 from lib.metrics import write_metrics
-from lib.train import ImageArrayDataset, load_plain_timm, predict
+from lib.training.checkpoints import load_plain_timm
+from lib.training.datasets import ImageArrayDataset
+from lib.training.evaluation import predict
 
 REAL_SOURCES = ("real", "real-noaug")
 

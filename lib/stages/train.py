@@ -43,15 +43,12 @@ from lib.config import TrainConfig
 from lib.io import atomic_path, read_json
 from lib.metrics import write_curve, write_metrics
 from lib.seeding import seed_for
-from lib.train import (
-    ImageArrayDataset,
-    evaluate,
-    is_main_process,
-    save_checkpoint,
-    shutdown_distributed,
-    steps_for_epochs,
-    train_classifier,
-)
+from lib.training.checkpoints import save_checkpoint
+from lib.training.datasets import ImageArrayDataset
+from lib.training.distributed import is_main_process, shutdown_distributed
+from lib.training.evaluation import evaluate
+from lib.training.loop import train_classifier
+from lib.training.recipe import steps_for_epochs
 
 _READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -403,7 +400,7 @@ def main() -> int:
         torchrun --standalone --nproc-per-node 8 -m lib.stages.train
 
     Each rank trains on its share of every (globally drawn) batch (see
-    :func:`lib.train.train_classifier`); rank 0 writes the outputs. ``dvc commit train``
+    :func:`lib.training.loop.train_classifier`); rank 0 writes the outputs. ``dvc commit train``
     then records them (the `train` notebook is the single-process entry point).
     """
     from lib import config
