@@ -26,5 +26,9 @@ Modules, by concept:
   ``load_plain_timm``;
 * :mod:`~lib.training.evaluation`: ``predict``, ``evaluate``, ``score_logits``;
 * :mod:`~lib.training.distributed`: data-parallel training under torchrun (how it works, and
-  its helpers).
+  its helpers);
+* :mod:`~lib.training.inputs`: ``load_inputs``, the images a run of the study trains and is
+  evaluated on (selected from the classes stage's manifests and the generated shards);
+* :mod:`~lib.training.classifier_run`: ``train_and_evaluate``, one run of the study (the
+  ``train`` stage and each point of the ablation grid).
 """
