@@ -1,7 +1,10 @@
-"""The classifier training core: datasets of image arrays, training, evaluation, checkpoints.
+"""Classifier training: datasets of image arrays, training, evaluation, checkpoints, and the
+study's classifier runs built on them.
 
-Pure except for what is passed in (device, paths). Every random choice is derived from the
-seed and the step number (:mod:`lib.seeding`), never from a global stream, so
+The core is pure except for what is passed in (device, paths); only
+:mod:`~lib.training.inputs` and :mod:`~lib.training.classifier_run` read the stages' files
+and write outputs. Every random choice is derived from the seed and the step number
+(:mod:`lib.seeding`), never from a global stream, so
 
 * two runs with the same seed give identical weights (on CPU), and
 * a run interrupted and resumed from its checkpoint ends with exactly the weights of an
