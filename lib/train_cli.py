@@ -129,9 +129,10 @@ def _run_point(cfg: config.TrainConfig, point: GridPoint, out: Path, metrics: Pa
     torch.set_num_threads(1)  # the same kernels whether one run or several run at a time
     run_dir = out / point.name
     run_cfg = point_config(cfg, point)
-    result = train_and_evaluate(run_cfg, out=run_dir, metrics_path=metrics / f"{point.name}.json",
-                                history_path=run_dir / "history.csv",
-                                extra_metrics={**point.record(), "config_hash": config_hash(run_cfg)})
+    result = train_and_evaluate(
+        run_cfg, out=run_dir, metrics_path=metrics / f"{point.name}.json",
+        history_path=run_dir / "history.csv",
+        extra_metrics={**point.record(), "config_hash": config_hash(run_cfg)})
     return f"{point.name}: val top1 {result['metrics']['val']['top1']:.4f}"
 
 

@@ -53,8 +53,8 @@ def evaluate(
     ``distributed`` (default ``None``: when a process group of several processes is
     initialised, e.g. after :func:`lib.training.loop.train_classifier` under torchrun) shards
     the dataset over the processes and gathers the logits, so every process returns the same
-    metrics; all processes must then call it. ``False`` evaluates everything in this process (e.g. on
-    rank 0 only).
+    metrics; all processes must then call it. ``False`` evaluates everything in this process
+    (e.g. on rank 0 only).
     """
     logits, labels = _logits(model, dataset, batch_size, device, distributed)
     return score_logits(logits, labels, num_classes, class_mask=class_mask)
