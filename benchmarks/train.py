@@ -5,7 +5,7 @@
         --batch-size 256 --device cuda --amp --channels-last     # the paper-scale GPU setting
 
 Both runs train the same architecture (same initial weights) on the same random uint8
-images through :func:`lib.train.train_classifier`, half real and half synthetic per batch;
+images through :func:`lib.training.loop.train_classifier`, half real and half synthetic per batch;
 the aux run converts every BatchNorm to an auxiliary BatchNorm (:mod:`lib.nn.aux_norm`).
 The first ``--warmup`` steps are excluded; images/s and the data share are measured over the
 next ``--steps`` (the history row of the measured window). Prints one line per run and the
@@ -35,7 +35,8 @@ import timm
 import torch
 
 from lib.nn.aux_norm import convert_to_aux_norm, has_aux_norm, set_synthetic_mask
-from lib.train import ImageArrayDataset, train_classifier
+from lib.training.datasets import ImageArrayDataset
+from lib.training.loop import train_classifier
 
 
 def measure(model: torch.nn.Module, real: ImageArrayDataset, synthetic: ImageArrayDataset,

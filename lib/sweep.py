@@ -58,14 +58,15 @@ def _run_point(cfg: config.TrainConfig, sweep: config.SweepConfig, point: GridPo
                out: Path) -> str:
     import torch
 
-    from lib.stages import train
+    from lib.training.classifier_run import train_and_evaluate
 
     torch.set_num_threads(1)  # the same kernels whether one run or several run at a time
     run_dir = out / point.name
     run_cfg = point_config(cfg, sweep, point)
-    result = train.run(run_cfg, out=run_dir, metrics_path=run_dir / RESULTS,
-                       history_path=run_dir / "history.csv",
-                       extra_metrics={**point.record(), "config_hash": config_hash(run_cfg)})
+    result = train_and_evaluate(
+        run_cfg, out=run_dir, metrics_path=run_dir / RESULTS,
+        history_path=run_dir / "history.csv",
+        extra_metrics={**point.record(), "config_hash": config_hash(run_cfg)})
     return f"{point.name}: val top1 {result['metrics']['val']['top1']:.4f}"
 
 

@@ -3,7 +3,7 @@
 The copy's params.yaml selects the ``smoke`` profile (the default is ``mini``, whose model
 training takes minutes) and a two-source ablation grid.
 
-One module-scoped run (about 2 minutes on 2 cores) checks that every stage of DESIGN.md runs
+One module-scoped run (about 2 minutes on 2 cores) checks that every stage runs
 offline with the tiny models and leaves its artefacts; that a second `dvc repro` does
 nothing; and that `dvc exp run -S train.<key>=<value>` re-runs only what depends on it.
 """
@@ -25,8 +25,8 @@ from lib import notebooks
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SMOKE_PROFILE = ("\n  profile: mini ", "\n  profile: smoke ")
-GRID_SOURCES = ("\n  grid_sources: [real, real-noaug, classname, cd, sd, cdsd]",
-                "\n  grid_sources: [real, cdsd]")
+GRID_SOURCES = ("\n  sources: [real, real-noaug, classname, cd, sd, cdsd]",
+                "\n  sources: [real, cdsd]")
 
 
 def _env() -> dict[str, str]:
@@ -96,14 +96,13 @@ def test_every_stage_runs_and_leaves_its_artefacts(repo, repro):
     for fig in ("per_class", "clip_zero_shot"):
         assert (repo / "outputs/analyze" / f"{fig}.png").exists()
         assert (repo / "outputs/analyze" / f"{fig}.pdf").exists()
-    # (metrics/train-grid also holds the committed runs of the default profile's other sources)
-    grid = sorted(p.relative_to(repo / "metrics/train-grid").as_posix()
-                  for source in ("cdsd", "real")
-                  for p in (repo / "metrics/train-grid" / source).glob("*.json"))
-    assert grid == ["cdsd/full-cdsd-m0.125-aux0-s0.json",
-                    "cdsd/full-cdsd-m0.125-aux1-s0.json",
-                    "real/full-real-mna-aux0-s0.json"]
-    assert json.loads((repo / "metrics/analyze.json").read_text())["grid_runs"] == 3
+    runs = sorted(p.relative_to(repo / "outputs/sweep").as_posix()
+                  for p in (repo / "outputs/sweep").glob("*/*/metrics.json"))
+    assert runs == ["cdsd/full-cdsd-m0.125-aux0-s0/metrics.json",
+                    "cdsd/full-cdsd-m0.125-aux1-s0/metrics.json",
+                    "real/full-real-mna-aux0-s0/metrics.json"]
+    headline = json.loads((repo / "metrics/headline.json").read_text())
+    assert headline["sweep_runs"] == 3
     train = json.loads((repo / "metrics/train.json").read_text())
     assert 0.0 <= train["val.top1"] <= 1.0 and train["num_synthetic"] == len(generated)
 
@@ -178,17 +177,16 @@ def test_exp_run_reruns_only_dependent_stages(repo, repro):
         assert f"Running stage '{stage}'" not in out
 
 
-def test_grid_runs_do_not_depend_on_the_number_of_workers(repo, repro):
-    """The grid stage's runs (1 worker in smoke) give the same metrics with 2 workers."""
-    out = sh(str(BIN / "python"), "-m", "lib.train_cli", "--source", "cdsd", "--workers", "2",
-             "--out", "outputs/grid-check", "--metrics", "metrics-check", cwd=repo)
+def test_sweep_runs_do_not_depend_on_the_number_of_workers(repo, repro):
+    """The sweep stage's runs (1 worker in smoke) give the same results with 2 workers."""
+    out = sh(str(BIN / "python"), "-m", "lib.sweep", "--source", "cdsd", "--workers", "2",
+             "--out", "outputs/sweep-check", cwd=repo)
     assert "2 runs, 0 already done" in out
-    for run in ("full-cdsd-m0.125-aux0-s0.json", "full-cdsd-m0.125-aux1-s0.json"):
-        assert ((repo / "metrics-check" / run).read_text()
-                == (repo / "metrics/train-grid/cdsd" / run).read_text())
+    for run in ("full-cdsd-m0.125-aux0-s0", "full-cdsd-m0.125-aux1-s0"):
+        assert ((repo / "outputs/sweep-check" / run / "metrics.json").read_text()
+                == (repo / "outputs/sweep/cdsd" / run / "metrics.json").read_text())
     # a finished run with the same configuration is kept
-    again = sh(str(BIN / "python"), "-m", "lib.train_cli", "--source", "cdsd",
-               "--out", "outputs/grid-check", "--metrics", "metrics-check", cwd=repo)
+    again = sh(str(BIN / "python"), "-m", "lib.sweep", "--source", "cdsd",
+               "--out", "outputs/sweep-check", cwd=repo)
     assert "2 runs, 2 already done" in again
-    shutil.rmtree(repo / "outputs/grid-check")
-    shutil.rmtree(repo / "metrics-check")
+    shutil.rmtree(repo / "outputs/sweep-check")

@@ -1,4 +1,4 @@
-"""The classifier training core (lib.train) on tiny timm models and a learnable toy task."""
+"""The classifier training core (lib.training) on tiny timm models and a learnable toy task."""
 
 from __future__ import annotations
 
@@ -10,14 +10,10 @@ from crashing import CrashingItems
 from torch import nn
 
 from lib.nn.aux_norm import AuxBatchNorm2d, convert_to_aux_norm
-from lib.train import (
-    ImageArrayDataset,
-    evaluate,
-    load_plain_timm,
-    predict,
-    save_checkpoint,
-    train_classifier,
-)
+from lib.training.checkpoints import load_plain_timm, save_checkpoint
+from lib.training.datasets import ImageArrayDataset
+from lib.training.evaluation import evaluate, predict
+from lib.training.loop import train_classifier
 
 TINY_RESNET = {"channels": (8, 16, 32, 64), "stem_width": 8}
 NUM_CLASSES = 4

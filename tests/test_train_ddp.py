@@ -1,4 +1,4 @@
-"""Data-parallel training (lib.train under torchrun, 2 gloo processes on CPU) against one
+"""Data-parallel training (lib.training under torchrun, 2 gloo processes on CPU) against one
 process, exact resume under DDP, sharded evaluation, and the AMP options.
 
 One torchrun launch runs every distributed scenario (this file is its worker) and saves
@@ -37,14 +37,19 @@ from crashing import CrashingItems
 from torch import nn
 from torch.utils.data import Dataset
 
-from lib import train
 from lib.nn.aux_norm import (
     AuxBatchNorm2d,
     convert_to_aux_norm,
     set_synthetic_mask,
     synced_batchnorm,
 )
-from lib.train import DistInfo, ImageArrayDataset, evaluate, train_classifier
+from lib.training.batches import make_batch
+from lib.training.checkpoints import RunState
+from lib.training.datasets import ImageArrayDataset
+from lib.training.distributed import DistInfo, check_world, shutdown_distributed
+from lib.training.evaluation import evaluate
+from lib.training.loop import _batch_loss, train_classifier
+from lib.training.recipe import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 4
@@ -152,7 +157,7 @@ def _worker(out: Path) -> None:
                                                                "synthetic_fraction": 0.0})
     results["real_only"] = {"history": history}
     torch.save(results, out / f"rank{dist.get_rank()}.pt")
-    train.shutdown_distributed()
+    shutdown_distributed()
 
 
 @pytest.fixture(scope="module")
@@ -224,8 +229,8 @@ def _per_rank_replay(model: nn.Module, real: Dataset, synthetic: Dataset) -> nn.
     its own (BN statistics of that share), gradients averaged, rank 0's running stats kept
     (DDP broadcasts rank 0's buffers before every forward pass)."""
     kw = {k: v for k, v in EXACT_KW.items() if k not in ("log_every", "progress")}
-    cfg = train._RunConfig(steps=STEPS, **kw, n_real=len(real), n_synthetic=len(synthetic))
-    run = train._Run.start(model.train(), cfg, None, torch.device("cpu"))
+    cfg = RunConfig(steps=STEPS, **kw, n_real=len(real), n_synthetic=len(synthetic))
+    run = RunState.start(model.train(), cfg, None, torch.device("cpu"))
     for step in range(STEPS):
         run.optimizer.zero_grad(set_to_none=True)
         start = {k: v.clone() for k, v in model.named_buffers()}
@@ -234,9 +239,9 @@ def _per_rank_replay(model: nn.Module, real: Dataset, synthetic: Dataset) -> nn.
             with torch.no_grad():
                 for k, v in model.named_buffers():
                     v.copy_(start[k])
-            x, y, mask = train._make_batch(real, synthetic, cfg, step, DistInfo(rank, WORLD))
+            x, y, mask = make_batch(real, synthetic, cfg, step, DistInfo(rank, WORLD))
             set_synthetic_mask(model, mask)
-            loss, _ = train._batch_loss(model(x), y, mask, cfg, int(mask.sum()))
+            loss, _ = _batch_loss(model(x), y, mask, cfg, int(mask.sum()))
             (loss / WORLD).backward()
             if rank == 0:
                 kept = {k: v.clone() for k, v in model.named_buffers()}
@@ -284,16 +289,16 @@ def test_real_only_run_with_unused_aux_branches(ddp) -> None:
 def test_batches_split_evenly_per_domain() -> None:
     real, synthetic = _toy_data()
     kw = {k: v for k, v in EXACT_KW.items() if k not in ("log_every", "progress")}
-    cfg = train._RunConfig(steps=1, **kw, n_real=len(real), n_synthetic=len(synthetic))
-    x, y, mask = train._make_batch(real, synthetic, cfg, 0)
-    parts = [train._make_batch(real, synthetic, cfg, 0, DistInfo(r, WORLD)) for r in range(2)]
+    cfg = RunConfig(steps=1, **kw, n_real=len(real), n_synthetic=len(synthetic))
+    x, y, mask = make_batch(real, synthetic, cfg, 0)
+    parts = [make_batch(real, synthetic, cfg, 0, DistInfo(r, WORLD)) for r in range(2)]
     for part in parts:
         assert part[2].tolist() == [False] * 4 + [True] * 4  # real first, then synthetic
     assert torch.equal(torch.cat([parts[0][1][:4], parts[1][1][:4], parts[0][1][4:],
                                   parts[1][1][4:]]), y)  # the same images as one process
-    train._check_world(cfg, 4)
+    check_world(cfg, 4)
     with pytest.raises(ValueError, match="8 real and 8 synthetic images must each divide by 3"):
-        train._check_world(cfg, 3)
+        check_world(cfg, 3)
 
 
 def test_synced_batchnorm_is_plain_alone_and_restores_the_layers() -> None:

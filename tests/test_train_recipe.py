@@ -1,5 +1,5 @@
-"""The training recipe around lib.train: batch composition, schedule, augmentation, masked
-evaluation, tolerant loading and data selection (lib.stages.train)."""
+"""The training recipe around lib.training: batch composition, schedule, augmentation, masked
+evaluation, tolerant loading and data selection (lib.training.inputs)."""
 
 from __future__ import annotations
 
@@ -12,22 +12,20 @@ from PIL import Image
 
 from lib import classsets
 from lib.nn.augment import augment_batch
+from lib.nn.schedule import lr_factor
 from lib.seeding import torch_generator
-from lib.stages.train import (
-    check_bad,
-    class_mask_for,
-    load_files,
-    load_tolerant,
-    select_real,
-    select_synthetic,
+from lib.training.datasets import ImageArrayDataset
+from lib.training.evaluation import score_logits
+from lib.training.inputs import (
+    _check_bad,
+    _class_mask_for,
+    _load_files,
+    _load_tolerant,
+    _select_real,
+    _select_synthetic,
 )
-from lib.train import (
-    ImageArrayDataset,
-    lr_factor,
-    score_logits,
-    steps_for_epochs,
-    train_classifier,
-)
+from lib.training.loop import train_classifier
+from lib.training.recipe import steps_for_epochs
 
 # -- schedule and epochs -------------------------------------------------------------------
 
@@ -135,9 +133,9 @@ def test_imagenet_r_mask_of_a_1000_way_model_equals_for_mask() -> None:
     table = classsets.load("imagenet1k")
     classes = pd.DataFrame({"label": table["index"], "class_id": table["wnid"]})
     for name in ("imagenet-r", "imagenet-a"):
-        mask = class_mask_for(name, classes)
+        mask = _class_mask_for(name, classes)
         assert len(mask) == 200 and np.array_equal(mask, classsets.for_mask(name))
-    assert class_mask_for("imagenet-v2", classes) is None
+    assert _class_mask_for("imagenet-v2", classes) is None
 
 
 # -- tolerant loading --------------------------------------------------------------------------
@@ -153,18 +151,18 @@ def test_tolerant_loader_skips_and_reports_bad_files(tmp_path) -> None:
     trunc = tmp_path / "trunc.png"
     trunc.write_bytes(paths[1].read_bytes()[:20])
     sources = [*paths, tmp_path / "bad.png", trunc, tmp_path / "missing.png"]
-    arr, ok, bad = load_tolerant(sources, [s.name for s in sources], "L", 8)
+    arr, ok, bad = _load_tolerant(sources, [s.name for s in sources], "L", 8)
     assert arr.shape == (4, 8, 8) and ok.tolist() == [True] * 4 + [False] * 3
     assert [n for n, _ in bad] == ["bad.png", "trunc.png", "missing.png"]
-    check_bad("real train", bad, 1000, 0.01)  # 3 of 1000: tolerated
+    _check_bad("real train", bad, 1000, 0.01)  # 3 of 1000: tolerated
     with pytest.raises(ValueError, match="3 of 7 real train images are unreadable.*bad.png"):
-        check_bad("real train", bad, 7, 0.01)
+        _check_bad("real train", bad, 7, 0.01)
 
 
 def test_tolerant_loader_squares_mixed_sizes(tmp_path) -> None:
     Image.fromarray(np.zeros((10, 20, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     Image.fromarray(np.zeros((30, 30, 3), dtype=np.uint8)).save(tmp_path / "b.png")
-    arr, ok, bad = load_tolerant([tmp_path / "a.png", tmp_path / "b.png"], ["a", "b"], "RGB", 16)
+    arr, ok, bad = _load_tolerant([tmp_path / "a.png", tmp_path / "b.png"], ["a", "b"], "RGB", 16)
     assert arr.shape == (2, 16, 16, 3) and ok.all() and not bad
 
 
@@ -173,15 +171,15 @@ def test_memoised_loader_sees_changed_files_and_hands_out_copies(tmp_path) -> No
     for i, p in enumerate(paths):
         Image.fromarray(np.full((8, 8), 10 * i, dtype=np.uint8)).save(p)
     names = [p.name for p in paths + [tmp_path / "missing.png"]]
-    first, ok, bad = load_files([*paths, tmp_path / "missing.png"], names, "L", 8)
+    first, ok, bad = _load_files([*paths, tmp_path / "missing.png"], names, "L", 8)
     assert ok.tolist() == [True, True, True, False] and [n for n, _ in bad] == ["missing.png"]
     first[:] = 255  # the caller's copy: the memo is untouched
-    again, _, _ = load_files([*paths, tmp_path / "missing.png"], names, "L", 8)
+    again, _, _ = _load_files([*paths, tmp_path / "missing.png"], names, "L", 8)
     assert [int(a[0, 0]) for a in again] == [0, 10, 20]
     # A rewritten file (new size / modification time) is read again, as is a new file.
     Image.fromarray(np.full((8, 8), 99, dtype=np.uint8)).save(paths[1])
     Image.fromarray(np.full((8, 8), 77, dtype=np.uint8)).save(tmp_path / "missing.png")
-    changed, ok, bad = load_files([*paths, tmp_path / "missing.png"], names, "L", 8)
+    changed, ok, bad = _load_files([*paths, tmp_path / "missing.png"], names, "L", 8)
     assert [int(a[0, 0]) for a in changed] == [0, 99, 20, 77] and ok.all() and not bad
 
 
@@ -195,30 +193,30 @@ def _rows(per_class: int, classes: int = 3) -> pd.DataFrame:
 
 def test_real_fraction_and_cap_are_nested_and_per_class() -> None:
     rows = _rows(20)
-    half = select_real(rows, 0.5, None, seed=0)
-    quarter = select_real(rows, 0.25, None, seed=0)
+    half = _select_real(rows, 0.5, None, seed=0)
+    quarter = _select_real(rows, 0.25, None, seed=0)
     assert half["label"].value_counts().to_dict() == {0: 10, 1: 10, 2: 10}
     assert set(quarter["image_id"]) < set(half["image_id"])
-    assert select_real(rows, 1.0, 3, seed=0)["label"].value_counts().max() == 3
-    assert len(select_real(rows, 0.01, None, seed=0)) == 3  # at least one per class
-    assert set(select_real(rows, 0.5, None, seed=1)["image_id"]) != set(half["image_id"])
+    assert _select_real(rows, 1.0, 3, seed=0)["label"].value_counts().max() == 3
+    assert len(_select_real(rows, 0.01, None, seed=0)) == 3  # at least one per class
+    assert set(_select_real(rows, 0.5, None, seed=1)["image_id"]) != set(half["image_id"])
     with pytest.raises(ValueError, match="real_fraction"):
-        select_real(rows, 0.0, None, seed=0)
+        _select_real(rows, 0.0, None, seed=0)
 
 
 def test_synthetic_multiplier_takes_a_nested_prefix_per_class() -> None:
     meta = _rows(60).rename(columns={"image_id": "id"})  # one generation at 6x of 10 real
     real_counts = {0: 10, 1: 10, 2: 10}
-    chosen = {m: select_synthetic(meta, real_counts, m, seed=0) for m in (0.5, 1, 2, 4, 6)}
+    chosen = {m: _select_synthetic(meta, real_counts, m, seed=0) for m in (0.5, 1, 2, 4, 6)}
     for m, (rows, short) in chosen.items():
         assert short == 0 and rows["label"].value_counts().to_dict() == {c: int(10 * m) for c in range(3)}
     assert set(chosen[0.5][0]["id"]) < set(chosen[1][0]["id"]) < set(chosen[6][0]["id"])
     # the chosen ids do not depend on the order the shards list them in
-    again, _ = select_synthetic(meta.iloc[::-1], real_counts, 2, seed=0)
+    again, _ = _select_synthetic(meta.iloc[::-1], real_counts, 2, seed=0)
     assert set(again["id"]) == set(chosen[2][0]["id"])
-    rows, short = select_synthetic(meta, real_counts, 8, seed=0)
+    rows, short = _select_synthetic(meta, real_counts, 8, seed=0)
     assert short == 3 * 20 and len(rows) == 180
-    all_rows, short = select_synthetic(meta, real_counts, None, seed=0)
+    all_rows, short = _select_synthetic(meta, real_counts, None, seed=0)
     assert len(all_rows) == 180 and short == 0
 
 
@@ -227,7 +225,7 @@ def test_synthetic_multiplier_takes_a_nested_prefix_per_class() -> None:
 
 def test_stage_evaluates_present_sets_with_masks_and_skips_absent(tmp_path, monkeypatch) -> None:
     from lib import config, paths
-    from lib.stages.train import external_sets
+    from lib.training.inputs import _external_sets
 
     cfg = config.load("train")  # the repository's params, resolved against tmp_path below
     monkeypatch.setenv(paths.ROOT_ENV, str(tmp_path))
@@ -241,9 +239,9 @@ def test_stage_evaluates_present_sets_with_masks_and_skips_absent(tmp_path, monk
         for i in range(2):
             Image.fromarray(np.full((12, 10, 3), 60 * i, dtype=np.uint8)).save(d / f"{i}.png")
     (tmp_path / "data/imagenet-r" / r_wnid / "broken.png").write_bytes(b"broken")
-    cfg = config.build("train", {**cfg.as_params(), "channels": 3, "image_size": 8,
-                                 "max_bad_fraction": 0.5})
-    found, info = external_sets(cfg, classes, bad := [])
+    found, info = _external_sets(classes, bad := [], data_dir=cfg.path("data"),
+                                 names=cfg.eval_sets, channels=3, image_size=8,
+                                 max_bad_fraction=0.5)
     assert sorted(found) == ["imagenet-r", "imagenet-v2"]
     assert info["eval_sets_skipped"] == len(cfg.eval_sets) - 2
     r_set, r_mask = found["imagenet-r"]

@@ -15,7 +15,7 @@ from typing import Any
 import timm
 from torch import nn
 
-import lib.mini.models  # noqa: F401  (registers the mini world's 8x8 architectures with timm)
+import lib.nn.mini_cnn  # noqa: F401  (registers the small 8x8 architectures with timm)
 from lib.backends import CLASSIFIER
 from lib.nn.aux_norm import convert_to_aux_norm
 

@@ -2,6 +2,7 @@
 
 * :mod:`lib.mini.corpus` renders the captioned glyph corpus (the "web" data);
 * :mod:`lib.mini.t2i` trains and serves the mini text-to-image model on it;
-* :mod:`lib.mini.clip` trains the mini CLIP (open_clip, MiniLM text tower) on it;
-* :mod:`lib.mini.models` registers the small timm classifiers for 8x8 images.
+* :mod:`lib.mini.clip` trains the mini CLIP (open_clip, MiniLM text tower) on it.
+
+Its classifiers are ordinary timm architectures for 8x8 images (:mod:`lib.nn.mini_cnn`).
 """

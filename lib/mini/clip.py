@@ -75,8 +75,8 @@ from lib.backends.clip_open_clip import CONFIG_NAME, resolve_hf_name, resolve_te
 from lib.clip_train import pooled_text_features
 from lib.io import replace_dir
 from lib.mini.text import CaptionFeatures
+from lib.nn.schedule import warmup_cosine_lr
 from lib.seeding import seed_for, seeded, torch_generator, torch_threads
-from lib.train import warmup_cosine_lr
 
 if TYPE_CHECKING:
     from PIL import Image

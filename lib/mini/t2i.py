@@ -72,8 +72,8 @@ from lib.mini.text import (
     encode_text,
     load_minilm,
 )
+from lib.nn.schedule import warmup_cosine_lr
 from lib.seeding import seed_for, seeded, torch_threads
-from lib.train import warmup_cosine_lr
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -42,7 +42,7 @@ LayerNorm (ViTs): a documented choice, ``convert_to_aux_norm(model, layernorm=..
     wrapped; channel-first variants such as timm's ``LayerNorm2d`` are refused by name.
 
 Cost of the split (the trainer's layout)
-    :func:`lib.train.train_classifier` builds every batch (and every rank's share of it
+    :func:`lib.training.loop.train_classifier` builds every batch (and every rank's share of it
     under DDP) as all real samples, then all synthetic ones. :class:`DomainSplit` notices
     that layout, and the split is then ``torch.split`` (two views, whose backward is a
     single ``cat``) followed by one ``cat`` of the two normalised parts: two copies of the

@@ -23,7 +23,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-import lib.mini.models  # noqa: F401  (the mini world's architectures, for load_plain_timm)
 from lib import plots, shards
 from lib.choices import REAL_SOURCES
 from lib.config import AnalyzeConfig
@@ -31,7 +30,9 @@ from lib.io import atomic_path, read_json, write_json
 from lib.metrics import write_metrics
 from lib.plots.ablation import grid_figure, synthetic_only_figure
 from lib.plots.evaluation import per_class_figure, recognizability_figure, zero_shot_figure
-from lib.train import ImageArrayDataset, load_plain_timm, predict
+from lib.training.checkpoints import load_plain_timm
+from lib.training.datasets import ImageArrayDataset
+from lib.training.evaluation import predict
 
 
 def judge_checkpoint(cfg: AnalyzeConfig) -> tuple[Path, str]:

@@ -1,4 +1,4 @@
-"""The mini world's 8x8 classifiers registered with timm (lib.mini.models)."""
+"""The small 8x8 classifiers registered with timm (lib.nn.mini_cnn)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import torch
 
 from lib.backends import create_classifier
 from lib.nn.aux_norm import aux_norm_layers
-from lib.train import load_plain_timm, save_checkpoint
+from lib.training.checkpoints import load_plain_timm, save_checkpoint
 
 
 @pytest.mark.parametrize("arch", ["mini_cnn", "mini_cnn_small"])
 def test_registered_with_timm_and_keeps_8x8_resolution(arch: str) -> None:
-    import lib.mini.models  # noqa: F401
+    import lib.nn.mini_cnn  # noqa: F401
 
     assert timm.is_model(arch)
     model = timm.create_model(arch, num_classes=10, in_chans=1).eval()

@@ -1,11 +1,11 @@
-"""Small timm classifiers for the mini world's 8x8 images, registered with timm.
+"""Small timm classifiers for 8x8 images (the mini world's digits), registered with timm.
 
 ``timm.create_model("mini_cnn", num_classes=10, in_chans=1)`` works once this module is
-imported (the classifier backend imports it), so checkpoints load into a plain
-``timm.create_model`` like any timm architecture, and :func:`lib.nn.aux_norm.convert_to_aux_norm`
-finds their BatchNorm layers. The ImageNet architectures (ResNet-50 and friends) start with a
-stride-4 stem that would leave 2x2 pixels of an 8x8 digit; these keep full resolution for
-two conv layers, then pool once.
+imported (the classifier backend and :func:`lib.training.checkpoints.load_plain_timm` import
+it), so checkpoints load into a plain ``timm.create_model`` like any timm architecture, and
+:func:`lib.nn.aux_norm.convert_to_aux_norm` finds their BatchNorm layers. The ImageNet
+architectures (ResNet-50 and friends) start with a stride-4 stem that would leave 2x2 pixels
+of an 8x8 digit; these keep full resolution for two conv layers, then pool once.
 """
 
 from __future__ import annotations
