@@ -1,5 +1,5 @@
 """The ablation grid: its points and their configurations (lib.grid), resuming and the CLI
-(lib.sweep), the aggregation over seeds (lib.stages.analyze), its figures (lib.plots.ablation)
+(lib.sweep), the aggregation over seeds and the headline numbers (lib.analysis.sweep), its figures (lib.plots.ablation)
 and its declaration in dvc.yaml. Running sweep runs end to end (1 and 2 workers) is covered
 by tests/test_pipeline.py."""
 
@@ -16,7 +16,7 @@ from lib import config
 from lib.grid import config_hash, grid_points, point_config
 from lib.io import write_json
 from lib.plots.ablation import grid_figure, synthetic_only_figure
-from lib.stages.analyze import grid_runs, grid_table, summary_table
+from lib.analysis.sweep import grid_runs, grid_table, headline, summary_table
 from lib.sweep import RESULTS, _done, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +124,15 @@ def test_summary_and_figures(tmp_path) -> None:
     labels = fig.legends[0].get_texts()
     assert {t.get_text() for t in labels} >= {"real only (augmented)", "cdsd, aux on",
                                               "cdsd, aux off"}
+    top = headline(table, runs=16)
+    assert top["sweep_runs"] == 16
+    assert top["full.real_only.val"] == pytest.approx(0.85)
+    assert top["full.best_with_synthetic.val"] == pytest.approx(0.86)  # (0.81 + 0.91) / 2
+    assert top["limited.real_only.val"] == pytest.approx(0.55)
+    assert top["limited.best_with_synthetic.val"] == pytest.approx(0.65)
+    assert top["synthetic_only.best.val"] == pytest.approx(0.3)
+    assert top["full.real_only.ood_mean"] == pytest.approx(0.85 * 3 / 8)
+    assert headline(table.iloc[0:0], runs=0) == {"sweep_runs": 0}
     synth = synthetic_only_figure(table, real_per_class=100)
     assert list(synth.axes[0].lines[-1].get_xdata()) == [50.0, 100.0]
     assert synthetic_only_figure(table[table["regime"] != "none"], 100) is None

@@ -55,3 +55,9 @@ def value_counts(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """How often each value occurs in each of ``columns`` (values as strings, 0 where a value
     does not occur in a column)."""
     return frame[list(columns)].astype(str).apply(pd.Series.value_counts).fillna(0).astype(int)
+
+
+def lookalike_table(candidates: pd.DataFrame) -> pd.DataFrame:
+    """The disambiguation candidates of every class with their scores, winner marked."""
+    cols = ["name", "source", "text", "own", "other", "score", "winner"]
+    return candidates[[c for c in cols if c in candidates.columns]].round(4)
