@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from lib import config
+from lib.analysis.sweep import grid_runs, grid_table, headline, summary_table
 from lib.grid import config_hash, grid_points, point_config
 from lib.io import write_json
 from lib.plots.ablation import grid_figure, synthetic_only_figure
-from lib.analysis.sweep import grid_runs, grid_table, headline, summary_table
 from lib.sweep import RESULTS, _done, main
 
 ROOT = Path(__file__).resolve().parents[1]
