@@ -14,7 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from lib.backends import create_clip, create_llm, create_t2i
+from lib.backends.captioner import CAPTIONER
+from lib.backends.classifier import CLASSIFIER
+from lib.backends.clip import CLIP, create_clip
+from lib.backends.llm import LLM, create_llm
 from lib.backends.llm_cache import (
     CachedLLM,
     LLMCache,
@@ -22,6 +25,7 @@ from lib.backends.llm_cache import (
     export_jsonl,
     import_jsonl,
 )
+from lib.backends.t2i import T2I, create_t2i
 
 MESSAGES = [
     {"role": "system", "content": "Answer briefly."},
@@ -38,6 +42,14 @@ GEN = {"steps": 2, "guidance_scale": 2.0, "height": 32, "width": 32}
 def test_unknown_backend_lists_valid_names(create, valid):
     with pytest.raises(KeyError, match=valid):
         create("no-such-backend")
+
+
+def test_each_kind_registers_its_backends():
+    assert T2I.names() == ["diffusers"]
+    assert CLIP.names() == ["open_clip"]
+    assert LLM.names() == ["openai", "recorded", "transformers"]
+    assert CLASSIFIER.names() == ["timm"]
+    assert CAPTIONER.names() == ["transformers"]
 
 
 # ---------------------------------------------------------------- text-to-image

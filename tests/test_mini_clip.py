@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lib.backends import create_clip
+from lib.backends.clip import create_clip
 from lib.backends.clip_open_clip import load_open_clip
 from lib.mini import clip as mc
 

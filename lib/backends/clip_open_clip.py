@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lib.backends import CLIP
-from lib.backends.t2i_diffusers import looks_like_path
+from lib.backends.clip import CLIP
+from lib.backends.loading import looks_like_path
 
 if TYPE_CHECKING:
     from PIL import Image

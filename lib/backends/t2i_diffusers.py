@@ -13,33 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lib.backends import T2I
+from lib.backends.loading import check_local_model, torch_dtype
+from lib.backends.t2i import T2I
 
 if TYPE_CHECKING:
     from PIL import Image
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    """The torch dtype called ``name``; an unknown name lists the valid ones."""
-    if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; valid: {', '.join(DTYPES)}")
-    return DTYPES[name]
-
-
-def looks_like_path(model: str) -> bool:
-    """True for absolute paths, ``.``/``~`` prefixes or more than one ``/``.
-
-    Hub ids (``org/name``) and architecture names are none of these.
-    """
-    return Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") > 1
-
-
-def check_local_model(model: str, what: str) -> None:
-    """Fail clearly when ``model`` names a local folder that does not exist."""
-    if looks_like_path(model) and not Path(model).expanduser().is_dir():
-        raise FileNotFoundError(f"{what} folder {model!r} does not exist")
 
 
 def scheduler_class(name: str) -> type:
