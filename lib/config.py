@@ -129,6 +129,7 @@ class DisambiguateConfig(StageConfig):
     images_per_class: int
     distinct_weight: float
     mode: str  # "clip" (score candidate texts) or "generate" (score images made from them)
+    gen_backend: str  # text-to-image backend of mode "generate" (lib/backends/t2i.py names)
     gen_model: str
     gen_images_per_candidate: int
     gen_steps: int
@@ -150,7 +151,7 @@ class PromptsConfig(StageConfig):
 
 @dataclass(frozen=True)
 class GenerateConfig(StageConfig):
-    backend: str
+    backend: str  # text-to-image backend (lib/backends/t2i.py names): diffusers, mini
     model: str
     scheduler: str | None
     dtype: str

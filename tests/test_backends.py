@@ -45,7 +45,7 @@ def test_unknown_backend_lists_valid_names(create, valid):
 
 
 def test_each_kind_registers_its_backends():
-    assert T2I.names() == ["diffusers"]
+    assert T2I.names() == ["diffusers", "mini"]
     assert CLIP.names() == ["open_clip"]
     assert LLM.names() == ["openai", "recorded", "transformers"]
     assert CLASSIFIER.names() == ["timm"]

@@ -69,6 +69,7 @@ def stage_config(root: Path, model: str, **changes) -> config.GenerateConfig:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     values = config.stage_section(params, "generate")
     values |= {"model": model, "seed": GEN["seed"], "steps": GEN["steps"], "progress": True}
+    values |= {"backend": "diffusers"}  # the tiny zoo model is a diffusers pipeline
     values |= {"guidance_scale": GEN["guidance_scale"], "height": 32, "width": 32, **changes}
     return config.build("generate", values)
 

@@ -3,7 +3,8 @@
 A backend makes one image per (prompt, seed): ``generate(prompts, negative_prompts, seeds, *,
 steps, guidance_scale, height, width)`` returns the PIL images and whether each was flagged
 NSFW, and the backend carries ``model_id``, ``scheduler_name`` and ``settings`` (what changes
-its pixels beyond the model), which a generation run pins. The modules imported at the bottom
+its pixels beyond the model), which a generation run pins. The profile names the backend
+(``generate.backend``, ``disambiguate.gen_backend``); the modules imported at the bottom
 register themselves.
 """
 
@@ -25,4 +26,4 @@ def create_t2i(name: str, **kwargs: Any) -> Any:
 
 
 # Registration side effects: each module registers its backend(s).
-from lib.backends import t2i_diffusers  # noqa: E402,F401
+from lib.backends import t2i_diffusers, t2i_mini  # noqa: E402,F401

@@ -57,20 +57,43 @@ class DiffusersT2I:
     ):
         from diffusers import AutoPipelineForText2Image
 
+        _check_diffusers_pipeline(model)
+        self._load(AutoPipelineForText2Image, model, device, dtype, scheduler, compile, cpu_offload)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pipeline_class: type,
+        model: str,
+        device: str = "cpu",
+        dtype: str = "float32",
+        scheduler: str | None = None,
+        compile: bool = False,
+        cpu_offload: bool = False,
+    ) -> DiffusersT2I:
+        """Load ``model`` with ``pipeline_class.from_pretrained`` instead of the auto class.
+
+        For pipelines that ``AutoPipelineForText2Image`` does not know (a backend of its own
+        registers each, e.g. :mod:`lib.backends.t2i_mini`); the rest is as in ``__init__``.
+        """
+        self = cls.__new__(cls)
+        self._load(pipeline_class, model, device, dtype, scheduler, compile, cpu_offload)
+        return self
+
+    def _load(
+        self,
+        pipeline_class: Any,
+        model: str,
+        device: str,
+        dtype: str,
+        scheduler: str | None,
+        compile: bool,
+        cpu_offload: bool,
+    ) -> None:
         check_local_model(model, "text-to-image model")
         scheduler_class(scheduler) if scheduler else None  # fail before the slow load
-        # The mini world's own pipeline is no AutoPipeline class: route it by its class name.
-        index = Path(model).expanduser() / "model_index.json"
-        mini = index.is_file() and (
-            json.loads(index.read_text(encoding="utf-8")).get("_class_name") == "MiniT2IPipeline"
-        )
         # diffusers 0.42 renamed torch_dtype= to dtype= (the old name warns).
-        if mini:
-            from lib.mini.t2i import MiniT2IPipeline
-
-            pipe = MiniT2IPipeline.from_pretrained(model, dtype=torch_dtype(dtype))
-        else:
-            pipe = AutoPipelineForText2Image.from_pretrained(model, dtype=torch_dtype(dtype))
+        pipe = pipeline_class.from_pretrained(model, dtype=torch_dtype(dtype))
         self._setup(pipe, model, device, dtype, scheduler, compile, cpu_offload)
 
     @classmethod
@@ -164,6 +187,25 @@ class DiffusersT2I:
             output_type="pil",
         )
         return list(out.images), _nsfw_flags(out, n)
+
+
+def _check_diffusers_pipeline(model: str) -> None:
+    """Fail clearly when a local folder holds a pipeline class that diffusers does not define.
+
+    Such a pipeline (e.g. the mini world's) is loaded by a backend registered for it.
+    """
+    import diffusers
+
+    index = Path(model).expanduser() / "model_index.json"
+    if not index.is_file():
+        return  # a hub id, or a missing folder (reported by the load)
+    name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+    if name and not hasattr(diffusers, name):
+        raise ValueError(
+            f"text-to-image model {model!r} is a {name}, which diffusers does not define; "
+            f"select the backend that loads it (valid text-to-image backends: "
+            f"{', '.join(T2I.names())})"
+        )
 
 
 def _denoiser(pipe: Any) -> Any:

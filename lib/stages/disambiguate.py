@@ -99,7 +99,7 @@ def candidate_embeddings(cfg: DisambiguateConfig, clip: Any, texts: list[str]) -
     """Text embeddings (mode clip) or mean embeddings of images generated from each text."""
     if cfg.mode == "clip":
         return clip.encode_texts(texts).numpy()
-    t2i = create_t2i("diffusers", model=cfg.resolve_model(cfg.gen_model), device=cfg.common.device)
+    t2i = create_t2i(cfg.gen_backend, model=cfg.resolve_model(cfg.gen_model), device=cfg.common.device)
     k = cfg.gen_images_per_candidate
     out = []
     for text in tqdm(texts, desc="generate candidates", disable=not cfg.common.progress):
