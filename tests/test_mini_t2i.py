@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from lib.backends.t2i import create_t2i
-from lib.mini.corpus import render, to_pil
+from lib.mini.corpus.render import render, to_pil
 from lib.mini.t2i import (
     LEVELS,
     MiniT2IPipeline,
