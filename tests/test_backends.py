@@ -123,9 +123,6 @@ def test_clip_embeddings_are_normalised(clip):
     assert img.shape == (5, 32) and txt.shape == (3, 32)
     assert torch.allclose(img.norm(dim=1), torch.ones(5), atol=1e-5)
     assert torch.allclose(txt.norm(dim=1), torch.ones(3), atol=1e-5)
-    sim = clip.similarity(images, texts)
-    assert sim.shape == (5, 3)
-    assert torch.allclose(sim, img @ txt.T, atol=1e-6)
     assert clip.encode_texts([]).shape == (0, 32)
 
 

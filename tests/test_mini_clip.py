@@ -89,7 +89,7 @@ def test_backend_loads_and_matches_training_path(trained, data):
     assert scorer.embed_dim == 32
     assert scorer.tokenizer.tokenizer.vocab_size == 30522  # MiniLM's WordPiece vocabulary
     pil = [to_pil(im) for im in images[:5]]
-    sim = scorer.similarity(pil, captions[:3])
+    sim = scorer.encode_images(pil) @ scorer.encode_texts(captions[:3]).T
     assert sim.shape == (5, 3) and torch.all(sim.abs() <= 1 + 1e-5)
     # Training's cached preprocessing and pooled text features are what inference computes.
     config = json.loads((folder / "open_clip_config.json").read_text())

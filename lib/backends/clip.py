@@ -1,7 +1,7 @@
 """CLIP scorers by name: the ``CLIP`` registry and :func:`create_clip`.
 
 A scorer embeds images and texts into one space (``encode_images``, ``encode_texts``: unit
-norm, on the CPU) and gives their cosine ``similarity``. The modules imported at the bottom
+norm, on the CPU, so the dot product of two embeddings is their cosine similarity). The modules imported at the bottom
 register themselves.
 """
 

@@ -158,9 +158,5 @@ class OpenClipScorer:
             chunks.append(self.model.encode_text(tokens.to(self.device), normalize=True).cpu())
         return self._cat(chunks)
 
-    def similarity(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:
-        """Cosine similarities, shape (len(images), len(texts))."""
-        return self.encode_images(images).float() @ self.encode_texts(texts).float().T
-
     def _cat(self, chunks: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(chunks) if chunks else torch.empty(0, self.embed_dim)
