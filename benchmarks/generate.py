@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lib import config  # noqa: E402
-from lib.backends.t2i_diffusers import DiffusersT2I, torch_dtype  # noqa: E402
+from lib.backends.loading import torch_dtype  # noqa: E402
+from lib.backends.t2i_diffusers import DiffusersT2I  # noqa: E402
 from lib.generation.core import generate  # noqa: E402
 
 # Published component configs (diffusers format) of the two architectures.

@@ -157,6 +157,7 @@ class DisambiguateConfig(StageConfig):
     images_per_class: int
     distinct_weight: float
     mode: DisambiguationMode  # score candidate texts, or images generated from them
+    gen_backend: T2IBackend  # text-to-image backend of mode "generate"
     gen_model: str
     gen_images_per_candidate: int
     gen_steps: int

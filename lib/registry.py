@@ -38,6 +38,3 @@ class Registry:
                 f"unknown {self.kind} backend {name!r}; valid names: {', '.join(self.names())}"
             )
         return self._factories[name](**{k: v for k, v in kwargs.items() if v is not None})
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._factories

@@ -271,7 +271,7 @@ def test_shared_layernorm_is_left_untouched() -> None:
 
 
 def test_timm_backend_builds_aux_models_and_suggests_names() -> None:
-    from lib.backends import create_classifier
+    from lib.backends.classifier import create_classifier
 
     model = create_classifier("timm", arch="resnet10t", num_classes=3, aux_norm=True, **TINY_RESNET)
     assert any(isinstance(m, AuxBatchNorm2d) for m in model.modules())

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lib.backends import CAPTIONER, create_captioner
+from lib.backends.captioner import CAPTIONER, create_captioner
 from lib.zoo import build_tiny_captioner
 
 

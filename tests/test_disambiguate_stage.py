@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from lib import classsets, config
-from lib.backends import create_clip
+from lib.backends.clip import create_clip
 from lib.disambiguate import pick_winners, score_candidates
 from lib.stages.disambiguate import candidate_embeddings
 
@@ -29,8 +29,8 @@ def test_clip_mode_embeds_texts(tiny_zoo) -> None:
 
 
 def test_generate_mode_embeds_images_made_from_each_candidate(tiny_zoo) -> None:
-    cfg = _cfg(mode="generate", gen_model=tiny_zoo["t2i"], gen_size=32, gen_steps=2,
-               gen_images_per_candidate=2)
+    cfg = _cfg(mode="generate", gen_backend="diffusers", gen_model=tiny_zoo["t2i"], gen_size=32,
+               gen_steps=2, gen_images_per_candidate=2)
     clip = create_clip("open_clip", model=tiny_zoo["clip"])
     emb = candidate_embeddings(cfg, clip, ["the digit 1", "the letter l", "the digit 1"])
     assert emb.shape == (3, clip.embed_dim)

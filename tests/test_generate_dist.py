@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from lib import config, paths, shards
-from lib.backends import create_t2i
+from lib.backends.t2i import create_t2i
 from lib.generation.core import generate
 from lib.io import write_json
 from lib.stages import generate as stage
@@ -70,6 +70,7 @@ def stage_config(root: Path, model: str, **changes) -> config.GenerateConfig:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     values = config.stage_section(params, "generate")
     values |= {"model": model, "seed": GEN["seed"], "steps": GEN["steps"], "progress": True}
+    values |= {"backend": "diffusers"}  # the tiny zoo model is a diffusers pipeline
     values |= {"guidance_scale": GEN["guidance_scale"], "height": 32, "width": 32, **changes}
     return config.build("generate", values)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lib.backends import create_llm
+from lib.backends.llm import create_llm
 from lib.llm.asking import Answer, Request, ask, record
 from lib.llm.cache import CachedLLM, LLMCache, read_jsonl
 from lib.llm.failures import FailureLog, count_failures

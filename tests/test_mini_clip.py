@@ -10,9 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lib.backends import create_clip
+from lib.backends.clip import create_clip
 from lib.backends.clip_open_clip import load_open_clip
 from lib.mini import clip as mc
+from lib.mini.corpus.render import to_pil
 
 # A small ViT and a short context keep each training run at a few seconds.
 TINY = {"embed_dim": 32, "width": 32, "layers": 1, "head_width": 16, "context_length": 16}
@@ -87,8 +88,8 @@ def test_backend_loads_and_matches_training_path(trained, data):
     assert type(scorer.model).__name__ == "CustomTextCLIP" and not scorer.model.training
     assert scorer.embed_dim == 32
     assert scorer.tokenizer.tokenizer.vocab_size == 30522  # MiniLM's WordPiece vocabulary
-    pil = [mc.to_pil(im) for im in images[:5]]
-    sim = scorer.similarity(pil, captions[:3])
+    pil = [to_pil(im) for im in images[:5]]
+    sim = scorer.encode_images(pil) @ scorer.encode_texts(captions[:3]).T
     assert sim.shape == (5, 3) and torch.all(sim.abs() <= 1 + 1e-5)
     # Training's cached preprocessing and pooled text features are what inference computes.
     config = json.loads((folder / "open_clip_config.json").read_text())

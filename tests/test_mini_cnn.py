@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from lib.backends import create_classifier
+from lib.backends.classifier import create_classifier
 from lib.nn.aux_norm import aux_norm_layers
 from lib.training.checkpoints import load_plain_timm, save_checkpoint
 

@@ -1,4 +1,4 @@
-"""The mini text-to-image model: training, determinism, format and the backend route.
+"""The mini text-to-image model: training, determinism, format and its backend ("mini").
 
 Tiny UNets and a few dozen steps on a small rendered corpus keep this fast; the text encoder
 is the real pretrained MiniLM (installed as a package, no download).
@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lib.backends import create_t2i
-from lib.mini.corpus import render, to_pil
+from lib.backends.t2i import create_t2i
+from lib.mini.corpus.render import render, to_pil
 from lib.mini.t2i import (
     LEVELS,
     MiniT2IPipeline,
@@ -73,7 +73,7 @@ def test_training_reduces_loss(trained):
 
 def test_backend_generates_real_data_format(trained):
     folder, _ = trained
-    t2i = create_t2i("diffusers", model=str(folder))
+    t2i = create_t2i("mini", model=str(folder))
     assert type(t2i.pipe).__name__ == "MiniT2IPipeline"
     assert t2i.scheduler_name == "DDIMScheduler"
     prompts = ["the digit 3", "the capital letter S", "a dollar sign"]
@@ -86,7 +86,7 @@ def test_backend_generates_real_data_format(trained):
 
 def test_backend_images_depend_on_seed_only(trained):
     folder, _ = trained
-    t2i = create_t2i("diffusers", model=str(folder))
+    t2i = create_t2i("mini", model=str(folder))
     prompts = ["the digit 3", "a handwritten 3, tall and narrow", "the digit 5 on lined paper"]
     batch, _ = t2i.generate(prompts, ["blurry"] * 3, [11, 12, 13], **GEN)
     alone, _ = t2i.generate(prompts[1:2], ["blurry"], [12], **GEN)
@@ -94,6 +94,15 @@ def test_backend_images_depend_on_seed_only(trained):
     assert alone[0].tobytes() == batch[1].tobytes() == again[0].tobytes()
     other, _ = t2i.generate(prompts[1:2], ["blurry"], [14], **GEN)
     assert other[0].tobytes() != alone[0].tobytes()
+
+
+def test_backend_is_selected_by_name(trained):
+    """The generic diffusers backend does not load the mini pipeline; it names the backends."""
+    folder, _ = trained
+    with pytest.raises(ValueError, match="MiniT2IPipeline.*valid text-to-image backends: .*mini"):
+        create_t2i("diffusers", model=str(folder))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        create_t2i("mini", model=str(folder.parent / "missing" / "model"))
 
 
 def test_prompts_change_images(trained):
@@ -134,7 +143,7 @@ def test_format_round_trip(trained, tmp_path):
 
 def test_scheduler_swap_keeps_per_image_noise(trained):
     folder, _ = trained
-    t2i = create_t2i("diffusers", model=str(folder), scheduler="EulerAncestralDiscreteScheduler")
+    t2i = create_t2i("mini", model=str(folder), scheduler="EulerAncestralDiscreteScheduler")
     assert t2i.scheduler_name == "EulerAncestralDiscreteScheduler"
     batch, _ = t2i.generate(["the digit 1", "the digit 2"], None, [7, 8], **GEN)
     alone, _ = t2i.generate(["the digit 2"], None, [8], **GEN)

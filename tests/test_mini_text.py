@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from lib.mini import clip as mc
 from lib.mini import text as mt
-from lib.mini.corpus import render
+from lib.mini.corpus.render import render
 from lib.mini.t2i import train_mini_t2i
 
 pytestmark = pytest.mark.usefixtures("one_thread")

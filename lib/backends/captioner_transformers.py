@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from lib.backends import CAPTIONER
-from lib.backends.t2i_diffusers import check_local_model, torch_dtype
+from lib.backends.captioner import CAPTIONER
+from lib.backends.loading import check_local_model, torch_dtype
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -16,7 +16,7 @@ import timm
 from torch import nn
 
 import lib.nn.mini_cnn  # noqa: F401  (registers the small 8x8 architectures with timm)
-from lib.backends import CLASSIFIER
+from lib.backends.classifier import CLASSIFIER
 from lib.nn.aux_norm import convert_to_aux_norm
 
 

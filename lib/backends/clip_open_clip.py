@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lib.backends import CLIP
-from lib.backends.t2i_diffusers import looks_like_path
+from lib.backends.clip import CLIP
+from lib.backends.loading import looks_like_path
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -157,10 +157,6 @@ class OpenClipScorer:
             tokens = self.tokenizer(list(texts[i : i + self.batch_size]))
             chunks.append(self.model.encode_text(tokens.to(self.device), normalize=True).cpu())
         return self._cat(chunks)
-
-    def similarity(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:
-        """Cosine similarities, shape (len(images), len(texts))."""
-        return self.encode_images(images).float() @ self.encode_texts(texts).float().T
 
     def _cat(self, chunks: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(chunks) if chunks else torch.empty(0, self.embed_dim)

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from lib.backends import LLM
+from lib.backends.llm import LLM
 
 
 @LLM.register("openai")

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lib.backends import LLM
+from lib.backends.llm import LLM
 from lib.llm.cache import LLMCache, cache_key, normalize_sampling, read_jsonl
 
 JSONL_SUFFIXES = (".jsonl", ".json")

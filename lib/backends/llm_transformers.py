@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from lib.backends import LLM
-from lib.backends.t2i_diffusers import check_local_model, torch_dtype
+from lib.backends.llm import LLM
+from lib.backends.loading import check_local_model, torch_dtype
 
 
 @LLM.register("transformers")

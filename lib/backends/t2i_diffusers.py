@@ -13,33 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lib.backends import T2I
+from lib.backends.loading import check_local_model, torch_dtype
+from lib.backends.t2i import T2I
 
 if TYPE_CHECKING:
     from PIL import Image
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    """The torch dtype called ``name``; an unknown name lists the valid ones."""
-    if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; valid: {', '.join(DTYPES)}")
-    return DTYPES[name]
-
-
-def looks_like_path(model: str) -> bool:
-    """True for absolute paths, ``.``/``~`` prefixes or more than one ``/``.
-
-    Hub ids (``org/name``) and architecture names are none of these.
-    """
-    return Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") > 1
-
-
-def check_local_model(model: str, what: str) -> None:
-    """Fail clearly when ``model`` names a local folder that does not exist."""
-    if looks_like_path(model) and not Path(model).expanduser().is_dir():
-        raise FileNotFoundError(f"{what} folder {model!r} does not exist")
 
 
 def scheduler_class(name: str) -> type:
@@ -79,20 +57,43 @@ class DiffusersT2I:
     ):
         from diffusers import AutoPipelineForText2Image
 
+        _check_diffusers_pipeline(model)
+        self._load(AutoPipelineForText2Image, model, device, dtype, scheduler, compile, cpu_offload)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pipeline_class: type,
+        model: str,
+        device: str = "cpu",
+        dtype: str = "float32",
+        scheduler: str | None = None,
+        compile: bool = False,
+        cpu_offload: bool = False,
+    ) -> DiffusersT2I:
+        """Load ``model`` with ``pipeline_class.from_pretrained`` instead of the auto class.
+
+        For pipelines that ``AutoPipelineForText2Image`` does not know (a backend of its own
+        registers each, e.g. :mod:`lib.backends.t2i_mini`); the rest is as in ``__init__``.
+        """
+        self = cls.__new__(cls)
+        self._load(pipeline_class, model, device, dtype, scheduler, compile, cpu_offload)
+        return self
+
+    def _load(
+        self,
+        pipeline_class: Any,
+        model: str,
+        device: str,
+        dtype: str,
+        scheduler: str | None,
+        compile: bool,
+        cpu_offload: bool,
+    ) -> None:
         check_local_model(model, "text-to-image model")
         scheduler_class(scheduler) if scheduler else None  # fail before the slow load
-        # The mini world's own pipeline is no AutoPipeline class: route it by its class name.
-        index = Path(model).expanduser() / "model_index.json"
-        mini = index.is_file() and (
-            json.loads(index.read_text(encoding="utf-8")).get("_class_name") == "MiniT2IPipeline"
-        )
         # diffusers 0.42 renamed torch_dtype= to dtype= (the old name warns).
-        if mini:
-            from lib.mini.t2i import MiniT2IPipeline
-
-            pipe = MiniT2IPipeline.from_pretrained(model, dtype=torch_dtype(dtype))
-        else:
-            pipe = AutoPipelineForText2Image.from_pretrained(model, dtype=torch_dtype(dtype))
+        pipe = pipeline_class.from_pretrained(model, dtype=torch_dtype(dtype))
         self._setup(pipe, model, device, dtype, scheduler, compile, cpu_offload)
 
     @classmethod
@@ -186,6 +187,25 @@ class DiffusersT2I:
             output_type="pil",
         )
         return list(out.images), _nsfw_flags(out, n)
+
+
+def _check_diffusers_pipeline(model: str) -> None:
+    """Fail clearly when a local folder holds a pipeline class that diffusers does not define.
+
+    Such a pipeline (e.g. the mini world's) is loaded by a backend registered for it.
+    """
+    import diffusers
+
+    index = Path(model).expanduser() / "model_index.json"
+    if not index.is_file():
+        return  # a hub id, or a missing folder (reported by the load)
+    name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+    if name and not hasattr(diffusers, name):
+        raise ValueError(
+            f"text-to-image model {model!r} is a {name}, which diffusers does not define; "
+            f"select the backend that loads it (valid text-to-image backends: "
+            f"{', '.join(T2I.names())})"
+        )
 
 
 def _denoiser(pipe: Any) -> Any:

@@ -62,7 +62,7 @@ def read_prompt_manifest(cfg: GenerateConfig) -> pd.DataFrame:
 def create_backend(cfg: GenerateConfig, device: str) -> Any:
     """The configured text-to-image backend on ``device``."""
     model = cfg.resolve_model(cfg.model)  # a missing local folder fails before the imports
-    from lib.backends import create_t2i
+    from lib.backends.t2i import create_t2i
 
     t2i = create_t2i(cfg.backend, model=model, device=device,
                      dtype=cfg.dtype, scheduler=cfg.scheduler, compile=cfg.compile,

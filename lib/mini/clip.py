@@ -74,6 +74,7 @@ import torch.nn.functional as F
 from lib.backends.clip_open_clip import CONFIG_NAME, resolve_hf_name, resolve_text_cfg
 from lib.clip_train import pooled_text_features
 from lib.io import replace_dir
+from lib.mini.corpus.render import to_pil
 from lib.mini.text import CaptionFeatures
 from lib.nn.schedule import warmup_cosine_lr
 from lib.seeding import seed_for, seeded, torch_generator, torch_threads
@@ -167,13 +168,6 @@ def tokenizer_for(model_cfg: dict[str, Any]) -> Callable[[list[str]], torch.Tens
     return HFTokenizer(
         resolve_hf_name(text_cfg["hf_tokenizer_name"]), context_length=text_cfg["context_length"]
     )
-
-
-def to_pil(image: np.ndarray) -> Image.Image:
-    """A PIL 'L' image of one 0..16 sample, scaled like the real digits."""
-    from lib.mini.corpus import to_pil as corpus_to_pil
-
-    return corpus_to_pil(image)
 
 
 def grey_stats(images: np.ndarray) -> tuple[float, float]:

@@ -12,8 +12,8 @@ captioned 8x8 glyph corpus of :mod:`lib.mini.corpus`. It is an ordinary diffuser
   their masked mean (the sentence embedding), added to the timestep embedding.
   Classifier-free guidance uses the empty caption (or the negative prompt) as unconditional.
   ``save_pretrained`` writes a self-contained folder (text encoder and tokenizer included),
-  ``from_pretrained`` reads it back, and :class:`lib.backends.t2i_diffusers.DiffusersT2I`
-  loads such a folder by its ``model_index.json`` class name.
+  ``from_pretrained`` reads it back, and the text-to-image backend ``mini``
+  (:mod:`lib.backends.t2i_mini`) serves such a folder.
 * Images come out in the format of the real data (scikit-learn's 8x8 digits): 17 grey levels
   ``v`` = 0..16, as PIL ``'L'`` images with pixel ``np.rint(v * 255 / 16)`` (``output_type=
   "pil"``) or as the uint8 level array ``[B, H, W]`` (``output_type="np"``).

@@ -1,8 +1,11 @@
 """Grids of images: the OOD corruptions of real images, generated samples per class and
-strategy, and the mini text-to-image model's samples per prompt and guidance scale."""
+strategy, captioned images (the mini world's corpus), and the mini text-to-image model's
+samples per prompt and guidance scale."""
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
@@ -30,6 +33,23 @@ def sample_grid_figure(grid: dict[str, Any], size: float = 0.9) -> plt.Figure:
     fig = image_grid(grid["images"], titles=grid["titles"], ncols=grid["ncols"], size=size)
     for ax, name in zip(fig.axes[:: grid["ncols"]], grid["row_labels"]):
         ax.text(-0.1, 0.5, name, transform=ax.transAxes, ha="right", va="center", fontsize=8)
+    return fig
+
+
+def captioned_grid_figure(images: np.ndarray, captions: Sequence[str], n: int = 32,
+                          cols: int = 8, width: int = 22, levels: int = 16) -> plt.Figure:
+    """The first ``n`` images (grey levels ``0..levels``) with their captions wrapped to
+    ``width`` characters, ``cols`` per row."""
+    style()
+    n = min(n, len(images))
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.0, rows * 2.6), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            ax.imshow(images[k], cmap="gray_r", vmin=0, vmax=levels, interpolation="nearest")
+            ax.set_title("\n".join(textwrap.wrap(captions[k], width)), fontsize=6.5)
+    fig.tight_layout()
     return fig
 
 

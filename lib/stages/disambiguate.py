@@ -24,7 +24,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from lib import disambiguate as dis
-from lib.backends import create_captioner, create_clip, create_llm, create_t2i
+from lib.backends.captioner import create_captioner
+from lib.backends.clip import create_clip
+from lib.backends.llm import create_llm
+from lib.backends.t2i import create_t2i
 from lib.config import DisambiguateConfig
 from lib.io import write_parquet
 from lib.llm.asking import ask
@@ -80,7 +83,7 @@ def candidate_embeddings(cfg: DisambiguateConfig, clip: Any, texts: list[str]) -
     """Text embeddings (mode clip) or mean embeddings of images generated from each text."""
     if cfg.mode == "clip":
         return clip.encode_texts(texts).numpy()
-    t2i = create_t2i("diffusers", model=cfg.resolve_model(cfg.gen_model), device=cfg.common.device)
+    t2i = create_t2i(cfg.gen_backend, model=cfg.resolve_model(cfg.gen_model), device=cfg.common.device)
     k = cfg.gen_images_per_candidate
     out = []
     for text in tqdm(texts, desc="generate candidates", disable=not cfg.common.progress):

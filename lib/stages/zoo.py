@@ -26,14 +26,13 @@ BUILDERS = ("mini", "tiny-random", "none")
 def build_mini(cfg: ZooConfig, out: Path) -> tuple[dict[str, str], dict[str, Any]]:
     """Render the corpus, train the mini text-to-image model and CLIP; folders and metrics."""
     from lib.mini import clip as mini_clip
-    from lib.mini import corpus as mini_corpus
     from lib.mini import t2i as mini_t2i
     from lib.mini import text as mini_text
+    from lib.mini.corpus.store import load_corpus, write_corpus
 
     seed, progress, device = cfg.common.seed, cfg.common.progress, cfg.common.device
-    corpus_dir = mini_corpus.write_corpus(out / "corpus", n=cfg.corpus_size, seed=seed,
-                                          progress=progress)
-    corpus = mini_corpus.load_corpus(corpus_dir)
+    corpus_dir = write_corpus(out / "corpus", n=cfg.corpus_size, seed=seed, progress=progress)
+    corpus = load_corpus(corpus_dir)
     # MiniLM reads the captions once: token states for the t2i model, pooled ones for CLIP.
     features = mini_text.encode_corpus_captions(corpus.captions, progress=progress,
                                                 device=device)

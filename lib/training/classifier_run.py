@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lib import data
-from lib.backends import create_classifier
+from lib.backends.classifier import create_classifier
 from lib.config import TrainConfig
 from lib.io import atomic_path, read_json
 from lib.metrics import write_curve, write_metrics
