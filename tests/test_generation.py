@@ -3,7 +3,7 @@
 
 The text-to-image model here is a tiny deterministic stand-in whose image is a function of
 the seed alone: these tests are about ids, seeds, shards, markers, retries and resumption,
-not about diffusion (tests/test_generate_dist.py runs the real diffusers pipeline, under
+not about diffusion (tests/test_generation_distributed.py runs the real diffusers pipeline, under
 torchrun and through a SIGKILL); tests/test_generation_worker.py covers the worker.
 """
 

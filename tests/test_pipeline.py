@@ -22,6 +22,9 @@ import pytest
 
 from lib import notebooks
 
+# `dvc repro` of the smoke profile (minutes); the first test also waits for the module's run.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SMOKE_PROFILE = ("\n  profile: mini ", "\n  profile: smoke ")

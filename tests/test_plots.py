@@ -1,6 +1,6 @@
 """The figures (lib.plots): each returns a figure with the expected panels and labels on tiny
 inputs; the display tables the notebooks show; the save helper. The ablation grid's figures
-are tested with its aggregation in tests/test_train_grid.py."""
+are tested with its aggregation in tests/test_grid.py."""
 
 from __future__ import annotations
 

@@ -15,11 +15,12 @@ import torch
 from PIL import Image
 
 from lib import clip_train, shards
+from lib.choices import ClipSource, values
 from lib.config import ClipConfig
 from lib.io import atomic_path, write_json
 from lib.metrics import write_curve, write_metrics
 
-SOURCES = ("real", "synthetic", "combined")
+SOURCES = values(ClipSource)
 REAL_CAPTION = "a photo of {}."
 
 

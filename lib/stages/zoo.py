@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from lib import zoo
+from lib.choices import ZooBuild, values
 from lib.config import ZooConfig
 from lib.io import write_json
 from lib.metrics import write_metrics
 
-BUILDERS = ("mini", "tiny-random", "none")
+BUILDERS = values(ZooBuild)
 
 
 def build_mini(cfg: ZooConfig, out: Path) -> tuple[dict[str, str], dict[str, Any]]:

@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
+from lib.choices import Epoch, Optimizer, Schedule, values
 from lib.nn.augment import check_augment
 
 
@@ -53,9 +54,9 @@ class RunConfig:
         return tuple(a for a in self.augment.split(",") if a)
 
 
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "constant")
-EPOCHS = ("real", "all")
+OPTIMIZERS = values(Optimizer)
+SCHEDULES = values(Schedule)
+EPOCHS = values(Epoch)
 
 
 def steps_for_epochs(

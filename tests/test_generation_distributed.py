@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 GEN = {"seed": 3, "steps": 3, "guidance_scale": 2.0, "height": 32, "width": 32}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# torchrun launches and a killed worker: slow
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")

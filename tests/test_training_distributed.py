@@ -172,7 +172,8 @@ def ddp(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# torchrun launches: slow; the first test also waits for the launch (module fixture)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _assert_states_close(got: dict, expected: dict, **tol) -> None:
