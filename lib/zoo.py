@@ -64,8 +64,8 @@ def write_clip_bpe_vocab(folder: str | os.PathLike) -> Path:
 def _tiny_clip_tokenizer(folder: Path):
     from transformers import CLIPTokenizer
 
-    # transformers 5 ignores vocab_file=/merges_file= in the constructor; from_pretrained reads
-    # them (see ENVIRONMENT.md, "Tokenizer trap").
+    # transformers 5 silently ignores vocab_file=/merges_file= in the constructor (a 2-token
+    # vocabulary that fails later); from_pretrained reads them.
     write_clip_bpe_vocab(folder)
     return CLIPTokenizer.from_pretrained(folder, model_max_length=77)
 

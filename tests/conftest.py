@@ -8,7 +8,7 @@ import pytest
 
 from lib.seeding import torch_threads
 
-# Never wait on the hub: a load by name must fail at once (see ENVIRONMENT.md).
+# Never wait on the hub: without this a load by hub name fails only after ~50 s of retries.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

