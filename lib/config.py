@@ -130,7 +130,7 @@ class ZooConfig(StageConfig):
 @dataclass(frozen=True)
 class ClassesConfig(StageConfig):
     dataset_dir: str  # an ImageFolder-layout folder under the data root
-    subset: ClassSet | None  # keep only the classes of a class set (lib/classsets.py)
+    subset: ClassSet | None  # keep only the classes of a class set (lib/classsets/)
     val_fraction: float
     train_per_class: int | None  # cap on real train images per class (None = all)
     val_per_class: int | None

@@ -9,6 +9,7 @@ from PIL import Image
 
 from lib import clip_train
 from lib.mini import clip as mc
+from lib.mini import clip_pretraining as mcp
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,8 +23,8 @@ def folder(tmp_path_factory):
     images = rng.integers(0, 17, (16, 8, 8)).astype(np.uint8)
     captions = [f"glyph {i}" for i in range(16)]
     path = tmp_path_factory.mktemp("clip") / "clip"
-    mc.train_mini_clip(images, captions, path, steps=1, batch_size=16, progress=False,
-                       model_cfg=mc.mini_clip_config(**TINY))
+    mcp.train_mini_clip(images, captions, path, steps=1, batch_size=16, progress=False,
+                        model_cfg=mc.mini_clip_config(**TINY))
     return path
 
 

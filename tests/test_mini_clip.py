@@ -12,7 +12,9 @@ from safetensors.torch import load_file
 
 from lib.backends.clip import create_clip
 from lib.backends.clip_open_clip import load_open_clip
+from lib.clip_train import pooled_text_features
 from lib.mini import clip as mc
+from lib.mini import clip_pretraining as mcp
 from lib.mini.corpus.render import to_pil
 
 # A small ViT and a short context keep each training run at a few seconds.
@@ -31,7 +33,7 @@ def data() -> tuple[np.ndarray, list[str]]:
 
 def _train(data, folder: Path, seed: int = 0, steps: int = STEPS, **kwargs) -> dict:
     images, captions = data
-    return mc.train_mini_clip(
+    return mcp.train_mini_clip(
         images, captions, folder, steps=steps, batch_size=BATCH, lr=5e-3, seed=seed,
         progress=False, model_cfg=mc.mini_clip_config(**TINY), **kwargs
     )
@@ -95,7 +97,7 @@ def test_backend_loads_and_matches_training_path(trained, data):
     config = json.loads((folder / "open_clip_config.json").read_text())
     pixels = mc.preprocess_images(images[:5], config["preprocess_cfg"])
     assert torch.equal(pixels, torch.stack([scorer.preprocess(im) for im in pil]))
-    feats = mc.pooled_text_features(
+    feats = pooled_text_features(
         scorer.model, mc.tokenizer_for(config["model_cfg"]), captions[:3]
     )
     with torch.no_grad():
@@ -145,7 +147,7 @@ def test_training_is_deterministic(data, tmp_path):
 def test_random_shift_moves_by_at_most_one_pixel():
     x = torch.zeros(64, 1, 8, 8)
     x[:, :, 4, 4] = 1.0
-    out = mc.random_shift(x, 1, torch.tensor([-1.0]), torch.Generator().manual_seed(0))
+    out = mcp.random_shift(x, 1, torch.tensor([-1.0]), torch.Generator().manual_seed(0))
     hits = [tuple(torch.nonzero(o[0] == 1.0)[0].tolist()) for o in out]
     assert all(abs(r - 4) <= 1 and abs(c - 4) <= 1 for r, c in hits)
     assert len(set(hits)) == 9  # all nine shifts occur in 64 draws
@@ -157,7 +159,7 @@ def test_random_shift_moves_by_at_most_one_pixel():
 def test_train_rejects_bad_input(data, tmp_path):
     images, captions = data
     with pytest.raises(ValueError, match="captions"):
-        mc.train_mini_clip(images, captions[:-1], tmp_path / "x", steps=1, batch_size=4)
+        mcp.train_mini_clip(images, captions[:-1], tmp_path / "x", steps=1, batch_size=4)
     with pytest.raises(ValueError, match="fewer than one batch"):
-        mc.train_mini_clip(images, captions, tmp_path / "x", steps=1, batch_size=64)
+        mcp.train_mini_clip(images, captions, tmp_path / "x", steps=1, batch_size=64)
     assert not (tmp_path / "x").exists()

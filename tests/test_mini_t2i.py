@@ -20,8 +20,8 @@ from lib.mini.t2i import (
     MiniT2IPipeline,
     guidance_samples,
     levels_to_pil,
-    train_mini_t2i,
 )
+from lib.mini.t2i_pretraining import train_mini_t2i
 from lib.plots.images import guidance_grid_figure
 
 TINY = {

@@ -7,10 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lib.clip_train import pooled_text_features
 from lib.mini import clip as mc
+from lib.mini import clip_pretraining as mcp
 from lib.mini import text as mt
 from lib.mini.corpus.render import render
-from lib.mini.t2i import train_mini_t2i
+from lib.mini.t2i_pretraining import train_mini_t2i
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -64,7 +66,7 @@ def test_pooled_features_are_the_mini_clip_text_tower(features):
     before the projection: the same MiniLM, tokeniser and mean pooling)."""
     cfg = mc.mini_clip_config(embed_dim=32, width=32, layers=1, head_width=16, context_length=16)
     model = mc.build_mini_clip(cfg, seed=0)
-    own = mc.pooled_text_features(model, mc.tokenizer_for(cfg), list(features.texts))
+    own = pooled_text_features(model, mc.tokenizer_for(cfg), list(features.texts))
     assert torch.allclose(own, features.pooled, atol=1e-5)
 
 
@@ -73,9 +75,9 @@ def test_mini_clip_trains_on_shared_features(features, tmp_path):
     images = rng.integers(0, 17, (len(CAPTIONS), 8, 8)).astype(np.uint8)
     cfg = mc.mini_clip_config(embed_dim=32, width=32, layers=1, head_width=16, context_length=16)
     kwargs = {"steps": 5, "batch_size": 4, "seed": 0, "progress": False, "model_cfg": cfg}
-    shared = mc.train_mini_clip(images, CAPTIONS, tmp_path / "a", text_features=features,
-                                **kwargs)
-    own = mc.train_mini_clip(images, CAPTIONS, tmp_path / "b", **kwargs)
+    shared = mcp.train_mini_clip(images, CAPTIONS, tmp_path / "a", text_features=features,
+                                 **kwargs)
+    own = mcp.train_mini_clip(images, CAPTIONS, tmp_path / "b", **kwargs)
     assert shared["loss_first"] == pytest.approx(own["loss_first"], abs=1e-4)
     wa = load_file(tmp_path / "a" / mc.WEIGHTS_NAME)
     wb = load_file(tmp_path / "b" / mc.WEIGHTS_NAME)
@@ -83,10 +85,10 @@ def test_mini_clip_trains_on_shared_features(features, tmp_path):
     # Features of another context length, or lacking a caption, are refused by name.
     short = mt.encode_captions(*mt.load_minilm(), CAPTIONS, max_length=8)
     with pytest.raises(ValueError, match="max_length 8.*context_length 16"):
-        mc.train_mini_clip(images, CAPTIONS, tmp_path / "c", text_features=short, **kwargs)
+        mcp.train_mini_clip(images, CAPTIONS, tmp_path / "c", text_features=short, **kwargs)
     partial = mt.encode_captions(*mt.load_minilm(), CAPTIONS[:4], max_length=16)
     with pytest.raises(ValueError, match="no MiniLM features"):
-        mc.train_mini_clip(images, CAPTIONS, tmp_path / "d", text_features=partial, **kwargs)
+        mcp.train_mini_clip(images, CAPTIONS, tmp_path / "d", text_features=partial, **kwargs)
 
 
 def test_mini_t2i_with_shared_features_is_bit_identical(minilm, tmp_path):

@@ -1,8 +1,11 @@
 """The mini world: the offline analogue of the paper setting (DESIGN.md, "The mini world").
 
 * :mod:`lib.mini.corpus` renders the captioned glyph corpus (the "web" data);
-* :mod:`lib.mini.t2i` trains and serves the mini text-to-image model on it;
-* :mod:`lib.mini.clip` trains the mini CLIP (open_clip, MiniLM text tower) on it.
+* :mod:`lib.mini.t2i` is the mini text-to-image model (a diffusers pipeline), which
+  :mod:`lib.mini.t2i_pretraining` trains on it;
+* :mod:`lib.mini.clip` is the mini CLIP (open_clip, MiniLM text tower), which
+  :mod:`lib.mini.clip_pretraining` trains on it;
+* :mod:`lib.mini.text` encodes the corpus captions once with MiniLM for both.
 
 Its classifiers are ordinary timm architectures for 8x8 images (:mod:`lib.nn.mini_cnn`).
 """

@@ -2,7 +2,8 @@
 
 :func:`lr_factor` is the classifier trainer's multiplier (:mod:`lib.training.checkpoints`
 hands it to ``LambdaLR``); :func:`warmup_cosine_lr` is the rate itself, set by the mini
-models' trainers (:mod:`lib.mini.t2i`, :mod:`lib.mini.clip`). Both are pure functions of
+models' trainers (:mod:`lib.mini.t2i_pretraining`, :mod:`lib.mini.clip_pretraining`). Both
+are pure functions of
 the step, so a resumed run continues the schedule exactly.
 """
 

@@ -14,7 +14,7 @@ from lib.metrics import write_metrics
 
 def with_wordnet(classes: pd.DataFrame) -> pd.DataFrame:
     """Fill name, gloss and hypernyms of ImageNet classes (folders named by WordNet id) that
-    ``classes.tsv`` left empty, from the shipped ImageNet-1k table (lib/classsets.py)."""
+    ``classes.tsv`` left empty, from the shipped ImageNet-1k table (lib/classsets/)."""
     table = classsets.load("imagenet1k").set_index("wnid")
     out = classes.copy()
     known = out["class_id"].isin(table.index) & (out["gloss"] == "")

