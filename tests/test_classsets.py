@@ -9,6 +9,21 @@ import pytest
 from lib import classsets
 
 
+def names_collide(df: pd.DataFrame, column: str = "name", key: str = "wnid") -> list[list[str]]:
+    """Groups of ``key`` values whose ``column`` values are equal after :func:`lib.classsets.normalize_name`.
+
+    Only groups of two or more are returned, in order of first appearance. Use it on raw
+    names (``crane`` twice in ImageNet-1k) or to check that final prompt names are unique.
+    """
+    for col in (column, key):
+        if col not in df.columns:
+            raise KeyError(f"column {col!r} not in table; columns: {', '.join(df.columns)}")
+    groups: dict[str, list[str]] = {}
+    for value, k in zip(df[column], df[key]):
+        groups.setdefault(classsets.normalize_name(str(value)), []).append(str(k))
+    return [g for g in groups.values() if len(g) > 1]
+
+
 @pytest.fixture(scope="module")
 def in1k() -> pd.DataFrame:
     return classsets.load("imagenet1k")
@@ -111,17 +126,17 @@ def test_ambiguous_table_has_the_known_cases():
 
 
 def test_names_collide(in1k):
-    groups = classsets.names_collide(in1k)
+    groups = names_collide(in1k)
     assert sorted(map(sorted, groups)) == [
         ["n02012849", "n03126707"],  # crane
         ["n02113186", "n02963159"],  # Cardigan (corgi) / cardigan (sweater): case ignored
         ["n03710637", "n03710721"],  # maillot
     ]
     # Even open_clip's cleaned names are not unique; both pairs are in the ambiguous table.
-    clip_groups = classsets.names_collide(in1k, column="clip_name")
+    clip_groups = names_collide(in1k, column="clip_name")
     assert clip_groups == [["n03773504", "n04008634"], ["n04355933", "n04356056"]]
     assert {w for g in clip_groups for w in g} <= set(classsets.ambiguous()["wnid"])
     toy = pd.DataFrame({"wnid": ["a", "b", "c"], "name": ["Sun_glass", "sun glass ", "x"]})
-    assert classsets.names_collide(toy) == [["a", "b"]]
+    assert names_collide(toy) == [["a", "b"]]
     with pytest.raises(KeyError, match="columns"):
-        classsets.names_collide(toy, column="prompt")
+        names_collide(toy, column="prompt")

@@ -102,18 +102,3 @@ def ambiguous() -> pd.DataFrame:
 def normalize_name(name: str) -> str:
     """Case-, underscore- and whitespace-insensitive form of a class name."""
     return " ".join(name.replace("_", " ").casefold().split())
-
-
-def names_collide(df: pd.DataFrame, column: str = "name", key: str = "wnid") -> list[list[str]]:
-    """Groups of ``key`` values whose ``column`` values are equal after :func:`normalize_name`.
-
-    Only groups of two or more are returned, in order of first appearance. Use it on raw
-    names (``crane`` twice in ImageNet-1k) or to check that final prompt names are unique.
-    """
-    for col in (column, key):
-        if col not in df.columns:
-            raise KeyError(f"column {col!r} not in table; columns: {', '.join(df.columns)}")
-    groups: dict[str, list[str]] = {}
-    for value, k in zip(df[column], df[key]):
-        groups.setdefault(normalize_name(str(value)), []).append(str(k))
-    return [g for g in groups.values() if len(g) > 1]
