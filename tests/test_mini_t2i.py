@@ -195,3 +195,19 @@ def test_guidance_samples_and_figure(trained):
     assert fig.axes[2].get_ylabel() == "the letter S"
     assert fig.get_suptitle() == "two prompts"
     plt.close(fig)
+
+
+def test_each_text_is_encoded_once_and_as_in_a_batch(trained, monkeypatch):
+    import lib.mini.t2i as t2i
+
+    pipe = t2i.MiniT2IPipeline.from_pretrained(str(trained[0]))
+    texts = ["the digit 3", "", "the digit 3", "a bold digit 7", ""]
+    batched = t2i.encode_text(pipe.text_encoder, pipe.tokenizer, texts, pipe.config.max_length)
+    calls = []
+    real = t2i.encode_text
+    monkeypatch.setattr(t2i, "encode_text", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    states, mask = pipe.encode_prompt(texts)
+    assert torch.equal(states, batched[0]) and torch.equal(mask, batched[1])
+    assert calls == [["the digit 3"], [""], ["a bold digit 7"]]  # each distinct text once
+    pipe.encode_prompt(["", "the digit 3"])
+    assert len(calls) == 3  # kept for the pipeline's life
