@@ -160,6 +160,10 @@ def test_the_manifest_is_checked_against_the_shards(folder, capsys):
     assert main(["verify", str(folder)]) == 1
     assert "manifest.parquet: missing: ids it lists that no intact shard holds (1 ids: " \
            "img-9999)" in capsys.readouterr().out
+    edited.loc[0, "shard"] = "run.json"  # a row naming another file: reported, not acted on
+    edited.to_parquet(folder / "manifest.parquet")
+    problems = {p.kind: p.ids for p in verify(folder).manifest}
+    assert problems["shard"] == [edited["id"][0]] and verify(folder).damaged == []
 
 
 def test_each_rank_checks_only_its_share(tmp_path):
@@ -190,3 +194,12 @@ def test_set_aside_renames_and_the_index_is_not_reused(folder):
 def test_the_command_needs_a_folder_of_shards(tmp_path, capsys):
     assert main(["verify", str(tmp_path / "none")]) == 2
     assert "no shards in" in capsys.readouterr().err
+
+
+def test_an_id_in_two_shards_is_a_duplicate(folder):
+    copy = folder / "shard-00001-000000.tar"
+    shutil.copy(folder / SHARD, copy)
+    shutil.copy(marker_path(folder / SHARD), marker_path(copy))
+    report = verify(folder)
+    assert report.damaged == []
+    assert [(p.kind, p.ids) for p in report.manifest] == [("duplicate", sorted(marker_ids(folder)))]

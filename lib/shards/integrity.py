@@ -64,7 +64,7 @@ class ShardDamage:
 class ManifestProblem:
     """A disagreement between ``manifest.parquet`` and the intact shards."""
 
-    kind: str  # absent, unreadable, missing, extra, duplicate, sha256
+    kind: str  # absent, unreadable, shard, missing, extra, duplicate, sha256
     detail: str
     ids: list[str] = field(default_factory=list)
 
@@ -137,18 +137,11 @@ def verify(
     listed = _manifest_shards(manifest)
     stored: dict[str, list[tuple[str, str]]] = {}  # id -> [(shard, sha256 of its bytes)]
     for tar in sorted(tars | markers):
-        shard = out_dir / tar
-        if tar in tars and tar in markers:
-            report.shards += 1
-            damage, samples = check_shard(shard)
-        elif tar in markers:
-            damage, samples = _marker_only(shard), {}
-        elif tar in listed:
-            damage, samples = ShardDamage(tar, "no completion marker (the manifest lists "
-                                          "images in it)", sorted(listed[tar])), {}
-        else:
+        if tar in tars and tar not in markers and tar not in listed:
             report.incomplete.append(tar)
             continue
+        report.shards += tar in tars and tar in markers
+        damage, samples = _check_files(out_dir / tar, tars, markers, listed)
         if damage is not None:
             report.damaged.append(damage)
             continue
@@ -161,6 +154,19 @@ def verify(
     if manifest is not None:
         _compare_manifest(manifest, stored, report)
     return report
+
+
+def _check_files(shard: Path, tars: set[str], markers: set[str], listed: dict[str, list[str]]
+                 ) -> tuple[ShardDamage | None, dict[str, str]]:
+    """Check a shard whose tar or marker exists: both (:func:`check_shard`), a marker alone
+    (the tar is lost), or a tar alone that the manifest names (the marker is lost)."""
+    name = shard.name
+    if name in tars and name in markers:
+        return check_shard(shard)
+    if name in markers:
+        return _marker_only(shard), {}
+    return ShardDamage(name, "no completion marker (the manifest lists images in it)",
+                       sorted(listed[name])), {}
 
 
 def _shard_files(out_dir: Path, owned: Any) -> tuple[set[str], set[str]]:
@@ -190,6 +196,12 @@ def _read_manifest(out_dir: Path, report: VerifyReport, owned: Any) -> pd.DataFr
     except Exception as e:  # any parquet/arrow error: reported, not raised
         report.manifest.append(ManifestProblem("unreadable", f"{type(e).__name__}: {e}"))
         return None
+    named = manifest["shard"].map(lambda name: bool(SHARD_RE.match(str(name))))
+    if not named.all():  # never act on a file the manifest names that is not a shard
+        report.manifest.append(ManifestProblem(
+            "shard", "rows that name no shard file (shard-RRRRR-IIIIII.tar)",
+            sorted(manifest.loc[~named, "id"].astype(str))))
+        manifest = manifest[named]
     if owned is not None:
         manifest = manifest[[owned(Path(s)) for s in manifest["shard"]]]
     return manifest
@@ -297,8 +309,8 @@ def _compare_manifest(manifest: pd.DataFrame, stored: dict[str, list[tuple[str, 
     """
     lost = {i for d in report.damaged for i in d.ids}
     counts = Counter(manifest["id"])
-    twice = sorted(i for i, n in counts.items() if n > 1)
-    twice += sorted(i for i, where in stored.items() if len(where) > 1 and i not in counts)
+    twice = sorted({i for i, n in counts.items() if n > 1}
+                   | {i for i, where in stored.items() if len(where) > 1})
     listed = set(counts)
     missing = sorted(listed - set(stored) - lost)
     extra = sorted(set(stored) - listed)
