@@ -193,3 +193,40 @@ def test_sweep_runs_do_not_depend_on_the_number_of_workers(repo, repro):
                "--out", "outputs/sweep-check", cwd=repo)
     assert "2 runs, 2 already done" in again
     shutil.rmtree(repo / "outputs/sweep-check")
+
+
+def test_a_damaged_shard_fails_train_and_generate_repairs_it(repo, repro):
+    """Issue 12, case 1, as reported: a shard truncated to half its size on a 512-byte
+    boundary. `verify` names it, `train` refuses it (before: exit 0 on fewer images), and
+    `generate` sets it aside and regenerates its ids byte for byte (before: "skipped" every
+    id and rewrote the manifest short). Runs last: it changes outputs/generate."""
+    out = repo / "outputs/generate"
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    tar = sorted(out.glob("shard-*.tar"))[len(list(out.glob("shard-*.tar"))) // 2]
+    data = tar.read_bytes()
+    tar.unlink()  # a new file: never write through a link into the DVC cache
+    tar.write_bytes(data[: len(data) // 2 // 512 * 512])
+    marker = json.loads((out / f"{tar.name}.done").read_text())
+    held = marker["ids"] + [d["id"] for d in marker["dropped"]]
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "python"), "-m", *args], cwd=repo, env=_env(),
+                              capture_output=True, text=True)
+
+    check = run("lib.shards", "verify", "outputs/generate")
+    assert check.returncode == 1 and f"{tar.name}: the tar's sha256 differs" in check.stdout
+    train = run("lib.runner", "train")
+    assert train.returncode != 0
+    assert tar.name in train.stdout + train.stderr and "rerun the generate stage" in (
+        train.stdout + train.stderr)
+    generate = run("lib.runner", "generate")
+    assert generate.returncode == 0, generate.stdout[-2000:] + generate.stderr[-2000:]
+    executed = (repo / "reports/notebooks/generate.ipynb").read_text()
+    assert "repaired 1 damaged shards" in executed  # printed by the stage
+    metrics = json.loads((repo / "metrics/generate.json").read_text())
+    assert (metrics["repaired_shards"], metrics["repaired_ids"]) == (1, len(held))
+    repaired = pd.read_parquet(out / "manifest.parquet")
+    assert metrics["num_images"] == len(repaired) == len(manifest)
+    assert repaired.drop(columns="shard").equals(manifest.drop(columns="shard"))  # same sha256
+    assert (out / f"{tar.name}.damaged").is_file()  # set aside, not deleted
+    assert run("lib.shards", "verify", "outputs/generate").returncode == 0

@@ -42,7 +42,8 @@ def _main(argv: list[str] | None = None) -> int:
         write_json(Path(args.summary_dir) / f"rank-{rank:05d}.json", summary)
     print(f"[generate rank {rank}/{world}] " + ", ".join(
         f"{k}={summary[k]}" for k in ("generated", "skipped", "regenerated", "dropped",
-                                      "images_per_s", "manifest")))
+                                      "repaired_shards", "repaired_ids", "images_per_s",
+                                      "manifest")))
     return 0
 
 

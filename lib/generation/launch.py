@@ -25,7 +25,8 @@ from lib.seeding import torch_threads
 
 # Counts summed over ranks.
 SUMMED = ("total", "generated", "skipped", "regenerated", "dropped", "attempts", "padded",
-          "rejected_blank", "rejected_nsfw", "shards")  # fmt: skip
+          "rejected_blank", "rejected_nsfw", "shards", "repaired_shards",
+          "repaired_ids")  # fmt: skip
 
 
 def run_workers(cfg: GenerateConfig) -> list[dict[str, Any]]:

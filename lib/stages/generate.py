@@ -6,6 +6,10 @@ CUDA, ``OMP_NUM_THREADS=1`` each on CPU) and reads the ranks' summaries back
 (:mod:`lib.generation.launch`). The same worker runs directly under torchrun on many nodes
 or under Slurm (see :mod:`lib.generation.__main__`); this stage then finds every id done
 and only reports.
+
+Before resuming, each worker verifies its shards and sets damaged ones aside, generating
+their ids again (:mod:`lib.generation.repair`); the metrics count what was repaired
+(``repaired_shards``, ``repaired_ids``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
     manifest = pd.read_parquet(out / "manifest.parquet")
     dropped = pd.read_parquet(out / "dropped.parquet")
     summary = combine(ranks, wall)
+    if summary["repaired_shards"]:
+        print(f"[generate] repaired {summary['repaired_shards']} damaged shards of {out}: "
+              f"{summary['repaired_ids']} ids generated again (the damaged files are kept as "
+              "*.damaged; delete them once inspected)")
     metrics = {
         **{k: summary[k] for k in (*SUMMED, "nproc", "seconds", "wall_seconds",
                                    "images_per_s", "seconds_per_image")},
@@ -45,7 +53,7 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
         "num_regenerated": int((manifest["retries"] > 0).sum()),
     }  # fmt: skip
     metrics_file = cfg.path("metrics") / "generate.json"
-    if summary["attempts"] == 0 and metrics_file.is_file():
+    if summary["attempts"] == 0 and not summary["repaired_shards"] and metrics_file.is_file():
         # Nothing left to do (the notebook reopened after `dvc repro`, or a report after a
         # torchrun/Slurm run): keep the metrics of the run that made the images, so DVC
         # sees an unchanged output.
