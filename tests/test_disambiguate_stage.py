@@ -177,8 +177,9 @@ def test_every_answer_blank_from_the_server_fails_the_stage_naming_tasks_and_cla
         with pytest.raises(MissingTexts) as err:
             stage.run(cfg)
         message = str(err.value)
-        for task in ("senses", "contexts", "word2sen", "styles"):
+        for task in ("contexts", "word2sen", "styles"):
             assert f"{task}: 10 of 10 classes (100%): 0 (zero), 1 (one)" in message
+        assert "senses:" not in message  # reported in the metrics; the class name remains
         assert "failures.jsonl" in message
         assert len(_failures(at_root)) == LLM_REQUESTS
         # Nothing is lost: every attempt is cached, and the rerun asks the server nothing.
@@ -196,3 +197,12 @@ def test_http_timeout_and_retries_reach_the_backend(at_root):
                 llm_recorded=None, llm_timeout=7.5, llm_http_retries=1)
     backend = stage.make_llm(cfg).backend
     assert (backend.timeout, backend.retries) == (7.5, 1)
+
+
+def test_classes_without_senses_are_reported_but_keep_their_own_name(tmp_path):
+    from lib.llm.coverage import check_missing
+
+    names = {"0": "zero", "1": "one"}
+    check_missing({"senses": ["0", "1"], "contexts": []}, names, 0.0, tmp_path / "f.jsonl")
+    with pytest.raises(MissingTexts, match="contexts: 1 of 2 classes"):
+        check_missing({"senses": ["0", "1"], "contexts": ["1"]}, names, 0.0, tmp_path / "f.jsonl")

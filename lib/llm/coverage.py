@@ -8,7 +8,10 @@ four is enough: the ``cd`` prompt strategy draws from the axes it has). The SD s
 asked once for all classes: when they failed, every class is without them.
 
 The rule (parameter ``disambiguate.max_missing_fraction`` = f): the stage fails when, for some
-task, (classes without usable text) / (classes) > f. The default 0.0 tolerates none.
+task whose texts the prompts are built from (:data:`PROMPT_TASKS`: CD contexts, SD styles,
+word2sen sentences), (classes without usable text) / (classes) > f. The default 0.0
+tolerates none. Senses are reported but never fail the stage: a class without them keeps its
+own name as its only candidate, which the next stage can use.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import pandas as pd
 
 # The LLM tasks of the study (lib.llm.requests), in the order they are reported.
 LLM_TASKS = ("senses", "contexts", "word2sen", "styles")
+# The tasks whose texts the prompt strategies need (cd, sd and cdsd, word2sen).
+PROMPT_TASKS = ("contexts", "word2sen", "styles")
 SHOWN = 20  # classes named per task in the error message; the rest are counted
 
 
@@ -58,7 +63,8 @@ def check_missing(
     max_fraction: float,
     failures_path: str | os.PathLike,
 ) -> None:
-    """Raise :class:`MissingTexts` when, for some task, the share of classes in ``missing``
+    """Raise :class:`MissingTexts` when, for some task of :data:`PROMPT_TASKS`, the share of
+    classes in ``missing``
     exceeds ``max_fraction``; the message names the tasks and classes and points at the
     failure log.
 
@@ -70,7 +76,8 @@ def check_missing(
             f"disambiguate.max_missing_fraction must be in [0, 1], got {max_fraction}"
         )
     total = max(len(names), 1)
-    over = {t: list(ids) for t, ids in missing.items() if len(ids) / total > max_fraction}
+    over = {t: list(ids) for t, ids in missing.items()
+            if t in PROMPT_TASKS and len(ids) / total > max_fraction}
     if not over:
         return
     lines = "\n".join(_line(task, ids, names) for task, ids in over.items())
