@@ -64,9 +64,8 @@ def check_missing(
     failures_path: str | os.PathLike,
 ) -> None:
     """Raise :class:`MissingTexts` when, for some task of :data:`PROMPT_TASKS`, the share of
-    classes in ``missing``
-    exceeds ``max_fraction``; the message names the tasks and classes and points at the
-    failure log.
+    classes in ``missing`` exceeds ``max_fraction``; the message names the tasks and classes
+    and points at the failure log.
 
     ``names`` maps every class_id of the class set to its name (its length is the share's
     denominator).
