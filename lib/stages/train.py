@@ -32,7 +32,9 @@ def main() -> int:
     then records them (the `train` notebook is the single-process entry point).
     """
     from lib import config
+    from lib.processes import die_with_launcher
 
+    die_with_launcher()  # torchrun starts each worker in its own session: end with torchrun
     try:
         result = run(config.load("train"))
         if is_main_process():
