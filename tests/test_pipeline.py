@@ -137,19 +137,22 @@ def test_replaying_recorded_answers_rebuilds_prompts_byte_for_byte(repo, repro):
 
 
 def test_training_reproduces_bit_for_bit(repo, repro):
-    """A forced re-run of the train stage gives the same metrics and weights."""
-    import torch
+    """A forced re-run of the train stage gives the same metrics (but for the throughput) and
+    the same output bytes: nothing downstream becomes stale."""
+    def results() -> dict:
+        metrics = json.loads((repo / "metrics/train.json").read_text())
+        assert metrics["throughput.images_per_s"] > 0  # the timings are metrics only
+        return {k: v for k, v in metrics.items() if not k.startswith("throughput.")}
 
-    metrics = (repo / "metrics/train.json").read_text()
-    before = torch.load(repo / "outputs/train/model.pt", map_location="cpu", weights_only=True)
+    metrics = results()
+    curve = (repo / "metrics/train_history.csv").read_bytes()
+    outputs = {p.name: p.read_bytes() for p in (repo / "outputs/train").iterdir()}
     sh(str(BIN / "dvc"), "repro", "-f", "-s", "train", cwd=repo)
-    assert (repo / "metrics/train.json").read_text() == metrics
-    after = torch.load(repo / "outputs/train/model.pt", map_location="cpu", weights_only=True)
-    assert before["state_dict"].keys() == after["state_dict"].keys()
-    assert all(torch.equal(before["state_dict"][k], after["state_dict"][k])
-               for k in before["state_dict"])
-    # The training state also records throughput (not reproducible): bring downstream up to date.
-    sh(str(BIN / "dvc"), "repro", cwd=repo)
+    assert results() == metrics
+    assert (repo / "metrics/train_history.csv").read_bytes() == curve
+    assert {p.name: p.read_bytes() for p in (repo / "outputs/train").iterdir()} == outputs
+    out = sh(str(BIN / "dvc"), "status", cwd=repo)  # analyze reads outputs/train: unchanged
+    assert "analyze" not in out, out
 
 
 def test_second_repro_does_nothing(repo, repro):

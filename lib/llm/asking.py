@@ -16,7 +16,6 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +100,6 @@ def ask(
                 "attempts": answer.attempts,
                 "raw": raw,
                 "reason": answer.reason,
-                "time": datetime.now(UTC).isoformat(timespec="seconds"),
             }
         )
     return answer

@@ -2,8 +2,9 @@
 
 The run is :func:`lib.training.classifier_run.train_and_evaluate` with the ``train``
 settings of params.yaml (which images: :mod:`lib.training.inputs`); it writes the
-checkpoint, per-class accuracies and unreadable images to ``dirs.train``, and the metrics
-and training curve to ``metrics/train.json`` and ``metrics/train_history.csv``.
+checkpoint, per-class accuracies and unreadable images to ``dirs.train`` (no timing there:
+the same inputs give the same bytes), and the metrics (with the run's ``throughput``) and
+training curve to ``metrics/train.json`` and ``metrics/train_history.csv``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     """Train and evaluate (see :func:`lib.training.classifier_run.train_and_evaluate`)."""
     metrics = cfg.path("metrics")
     return train_and_evaluate(cfg, out=cfg.path("train"), metrics_path=metrics / "train.json",
-                              history_path=metrics / "train_history.csv")
+                              history_path=metrics / "train_history.csv", report_throughput=True)
 
 
 def main() -> int:
