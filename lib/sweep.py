@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from lib import config, paths
+from lib import config, paths, provenance
 from lib.grid import GridPoint, config_hash, grid_points, point_config
 from lib.processes import die_with_parent
 
@@ -75,7 +75,12 @@ def _run_point(cfg: config.TrainConfig, sweep: config.SweepConfig, point: GridPo
 
 def run_sweep(cfg: config.TrainConfig, sweep: config.SweepConfig, source: str, out: Path,
               workers: int | None = None) -> list[str]:
-    """Train the missing runs of ``source``; returns one summary line per run trained."""
+    """Train the missing runs of ``source``; returns one summary line per run trained.
+
+    Checks first that the images it reads are the current profile's and settings' (the
+    ``train`` stage's inputs, :func:`lib.provenance.begin`); records its own provenance in
+    ``out`` once every run is done."""
+    inputs = provenance.begin(cfg, "sweep", out=out)
     points = grid_points(sweep, source)
     todo = [p for p in points if not _done(cfg, sweep, p, out)]
     print(f"[sweep] {source}: {len(points)} runs, {len(points) - len(todo)} already done",
@@ -93,6 +98,8 @@ def run_sweep(cfg: config.TrainConfig, sweep: config.SweepConfig, source: str, o
             for i, f in enumerate(futures, 1):
                 lines.append(f.result())
                 print(f"[sweep] {i}/{len(todo)} {lines[-1]}", flush=True)
+    provenance.finish(cfg, "sweep", inputs, out=out,
+                      recorded=provenance.sweep_settings(cfg, sweep, source))
     return lines
 
 
@@ -141,8 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     except (config.ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    lines = run_sweep(cfg, sweep, args.source, paths.resolve(args.out, paths.project_root()),
-                      args.workers)
+    try:
+        lines = run_sweep(cfg, sweep, args.source,
+                          paths.resolve(args.out, paths.project_root()), args.workers)
+    except provenance.ProvenanceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for line in lines:
         print(f"[sweep] {line}")
     return 0

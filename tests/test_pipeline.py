@@ -155,6 +155,28 @@ def test_training_reproduces_bit_for_bit(repo, repro):
     assert "analyze" not in out, out
 
 
+def test_a_typo_in_params_fails_naming_the_key_and_keeps_the_metrics(repo, repro):
+    """A typo'd value fails `dvc repro` naming the key, before anything is written: the
+    metrics and curves (not cached, so not restorable) are left as they were, and after the
+    fix `dvc checkout` restores the cached outputs DVC removed: nothing is left to re-run."""
+    params = repo / "params.yaml"
+    good = params.read_text()
+    assert "\n  optimizer: adamw " in good
+    metrics = {p.name: p.read_bytes() for p in (repo / "metrics").iterdir()}
+    params.write_text(good.replace("\n  optimizer: adamw ", "\n  optimizer: adamww ", 1))
+    try:
+        proc = subprocess.run([str(BIN / "dvc"), "repro"], cwd=repo, env=_env(),
+                              capture_output=True, text=True)
+    finally:
+        params.write_text(good)
+    assert proc.returncode != 0
+    assert "optimizer='adamww' is not a valid choice" in proc.stdout + proc.stderr
+    assert {p.name: p.read_bytes() for p in (repo / "metrics").iterdir()} == metrics
+    sh(str(BIN / "dvc"), "checkout", cwd=repo)
+    out = sh(str(BIN / "dvc"), "repro", cwd=repo)
+    assert "Running stage" not in out, out
+
+
 def test_second_repro_does_nothing(repo, repro):
     out = sh(str(BIN / "dvc"), "repro", cwd=repo)
     assert "Running stage" not in out

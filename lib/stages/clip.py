@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from lib import clip_train, shards
+from lib import clip_train, provenance, shards
 from lib.choices import ClipSource, values
 from lib.config import ClipConfig
 from lib.io import write_json, write_torch
@@ -44,6 +44,7 @@ def run(cfg: ClipConfig) -> dict[str, Any]:
     unknown = [s for s in cfg.sources if s not in SOURCES]
     if unknown or not cfg.sources:
         raise ValueError(f"clip.sources: unknown {unknown or cfg.sources}; valid: {', '.join(SOURCES)}")
+    inputs = provenance.begin(cfg, "clip")
     images = pd.read_parquet(cfg.path("classes") / "images.parquet")
     names = pd.read_parquet(cfg.path("disambiguate") / "prompt_names.parquet")
     real = _real_pairs(cfg, images, names, "train")
@@ -78,4 +79,5 @@ def run(cfg: ClipConfig) -> dict[str, Any]:
     write_curve(cfg.path("metrics"), "clip_history", curves)
     metrics = {"zero_shot_top1": {k: v["top1"] for k, v in results.items()}}
     write_metrics(cfg.path("metrics"), "clip", metrics)
+    provenance.finish(cfg, "clip", inputs)
     return {"results": results, "history": pd.DataFrame(curves), "metrics": metrics}

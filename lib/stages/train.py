@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lib import provenance
 from lib.config import TrainConfig
 from lib.training.classifier_run import train_and_evaluate
 from lib.training.distributed import is_main_process, shutdown_distributed
@@ -18,9 +19,14 @@ from lib.training.distributed import is_main_process, shutdown_distributed
 
 def run(cfg: TrainConfig) -> dict[str, Any]:
     """Train and evaluate (see :func:`lib.training.classifier_run.train_and_evaluate`)."""
+    inputs = provenance.begin(cfg, "train")
     metrics = cfg.path("metrics")
-    return train_and_evaluate(cfg, out=cfg.path("train"), metrics_path=metrics / "train.json",
-                              history_path=metrics / "train_history.csv", report_throughput=True)
+    result = train_and_evaluate(cfg, out=cfg.path("train"), metrics_path=metrics / "train.json",
+                                history_path=metrics / "train_history.csv",
+                                report_throughput=True)
+    if is_main_process():
+        provenance.finish(cfg, "train", inputs)
+    return result
 
 
 def main() -> int:
