@@ -43,7 +43,7 @@ from lib.training.loop import train_classifier
 def measure(model: torch.nn.Module, real: ImageArrayDataset, synthetic: ImageArrayDataset,
             args: argparse.Namespace) -> dict[str, float]:
     def run(net: torch.nn.Module, steps: int) -> tuple[Throughput, float]:
-        started, meter = time.process_time(), Throughput()
+        started, meter = time.process_time(), Throughput(warmup=args.warmup)
         train_classifier(
             net, real, synthetic, steps=steps, batch_size=args.batch_size,
             synthetic_fraction=0.5, lr=1e-3, weight_decay=0.05, label_smoothing=0.1,
@@ -52,13 +52,11 @@ def measure(model: torch.nn.Module, real: ImageArrayDataset, synthetic: ImageArr
             log_every=args.warmup, progress=False, throughput=meter)
         return meter, time.process_time() - started
 
-    warm, warmup_cpu = run(copy.deepcopy(model), args.warmup)
-    full, cpu = run(model, args.warmup + args.steps)
-    # the steps after the warmup: the full run less a run of the warmup steps alone
-    wall = max(full.seconds - warm.seconds, 1e-9)
+    _, warmup_cpu = run(copy.deepcopy(model), args.warmup)
+    meter, cpu = run(model, args.warmup + args.steps)  # timed after the warmup steps
     images = args.steps * args.batch_size
-    return {"images_per_s": images / wall,
-            "data_share": min(1.0, max(0.0, full.data_seconds - warm.data_seconds) / wall),
+    return {"images_per_s": images / max(meter.seconds, 1e-9),
+            "data_share": min(1.0, meter.data_seconds / max(meter.seconds, 1e-9)),
             "images_per_cpu_s": images / max(cpu - warmup_cpu, 1e-9)}
 
 

@@ -7,7 +7,7 @@ leave them running (and writing) for seconds or for good. Every such child asks 
 kernel to send it SIGKILL when its parent ends (``prctl(PR_SET_PDEATHSIG)``), so a killed or
 interrupted stage takes its children with it, link by link:
 
-* the torchrun launcher: :func:`die_with_parent` as the ``preexec_fn`` of its ``Popen``
+* the torchrun launcher: :func:`parent_death_hook` as the ``preexec_fn`` of its ``Popen``
   (:mod:`lib.generation.launch`);
 * the generation worker and the training worker under torchrun: :func:`die_with_launcher`
   at their start (:mod:`lib.generation.__main__`, :func:`lib.stages.train.main`);
@@ -23,10 +23,11 @@ its children from a thread that outlives them. Elsewhere than Linux these are no
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # Set by torchrun's agent in every worker's environment.
@@ -36,18 +37,24 @@ TORCHRUN_ENV = "TORCHELASTIC_RUN_ID"
 RUNNER_ENV = "SYNTHSCALE_RUNNER_PID"
 
 
+@functools.cache
+def _prctl() -> Callable[..., int]:
+    """libc's ``prctl``, resolved once (in the parent: a ``preexec_fn`` must not dlopen)."""
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
 def die_with_parent(parent: int | None = None, sig: int = signal.SIGKILL) -> bool:
     """Ask for ``sig`` when this process's parent ends; True where supported (Linux).
 
     ``parent``: the pid the caller expects as parent (e.g. ``os.getpid()`` captured before a
     fork); when the parent is already gone by the time the request is made, this process
-    sends itself ``sig`` at once rather than run orphaned. Safe as a ``preexec_fn``
-    (only ctypes and os calls) and as a process pool's ``initializer``.
+    sends itself ``sig`` at once rather than run orphaned. Also a process pool's
+    ``initializer``; for ``Popen`` use :func:`parent_death_hook`.
     """
     if not sys.platform.startswith("linux"):
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+    zero = ctypes.c_ulong(0)  # prctl is variadic: pass its unsigned longs as such
+    if _prctl()(PR_SET_PDEATHSIG, ctypes.c_ulong(int(sig)), zero, zero, zero) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(err)}")
     if parent is not None and os.getppid() != parent:
@@ -55,8 +62,14 @@ def die_with_parent(parent: int | None = None, sig: int = signal.SIGKILL) -> boo
     return True
 
 
-def parent_death_hook(sig: int = signal.SIGKILL):
-    """A ``preexec_fn`` for ``subprocess.Popen``: the child dies with the calling process."""
+def parent_death_hook(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child dies with the calling process
+    (None elsewhere than Linux). libc is resolved here, before the fork: the hook itself runs
+    between fork and exec, where loading a library could deadlock on a lock another thread
+    of the parent held."""
+    if not sys.platform.startswith("linux"):
+        return None
+    _prctl()
     parent = os.getpid()
 
     def hook() -> None:

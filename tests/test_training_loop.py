@@ -166,6 +166,16 @@ def test_same_run_writes_the_same_checkpoint_bytes(tmp_path) -> None:
     assert finished.summary() == {"steps": 0, "images_per_s": None, "data_share": None}
 
 
+def test_throughput_leaves_out_warmup_steps() -> None:
+    meter = Throughput(warmup=2)  # benchmarks/train.py: the steps after the warmup
+    meter.start()
+    for _ in range(5):
+        meter.add(8, data_seconds=0.0)
+    meter.stop()
+    assert (meter.steps, meter.images, meter.data_seconds) == (3, 24, 0.0)
+    assert meter.summary()["data_share"] == 0.0 and meter.summary()["steps"] == 3
+
+
 def test_training_refuses_inconsistent_inputs() -> None:
     real, synthetic = _toy_data()
     with pytest.raises(ValueError, match="no synthetic dataset"):

@@ -70,8 +70,10 @@ class Throughput:
     ``throughput.*`` in ``metrics/train.json``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, warmup: int = 0) -> None:
+        """``warmup``: the first steps are not timed (the clock starts after them)."""
         self.steps, self.images, self.data_seconds, self.seconds = 0, 0, 0.0, 0.0
+        self._warmup = warmup
         self._started: float | None = None
 
     def start(self) -> None:
@@ -79,6 +81,10 @@ class Throughput:
 
     def add(self, images: int, data_seconds: float) -> None:
         """One step of ``images`` (global batch), ``data_seconds`` of it assembling the batch."""
+        if self._warmup > 0:
+            self._warmup -= 1
+            self._started = time.perf_counter()
+            return
         self.steps += 1
         self.images += images
         self.data_seconds += data_seconds
