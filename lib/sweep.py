@@ -30,14 +30,17 @@ per regime and seed). A run whose ``metrics.json`` exists and records the same c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from lib import config, paths
+from lib import config, paths, provenance
 from lib.grid import GridPoint, config_hash, grid_points, point_config
+from lib.processes import die_with_parent
 
 RESULTS = "metrics.json"  # a run's flat results, in its folder
 
@@ -72,7 +75,12 @@ def _run_point(cfg: config.TrainConfig, sweep: config.SweepConfig, point: GridPo
 
 def run_sweep(cfg: config.TrainConfig, sweep: config.SweepConfig, source: str, out: Path,
               workers: int | None = None) -> list[str]:
-    """Train the missing runs of ``source``; returns one summary line per run trained."""
+    """Train the missing runs of ``source``; returns one summary line per run trained.
+
+    Checks first that the images it reads are the current profile's and settings' (the
+    ``train`` stage's inputs, :func:`lib.provenance.begin`); records its own provenance in
+    ``out`` once every run is done."""
+    inputs = provenance.begin(cfg, "sweep", out=out)
     points = grid_points(sweep, source)
     todo = [p for p in points if not _done(cfg, sweep, p, out)]
     print(f"[sweep] {source}: {len(points)} runs, {len(points) - len(todo)} already done",
@@ -84,26 +92,38 @@ def run_sweep(cfg: config.TrainConfig, sweep: config.SweepConfig, source: str, o
     if workers == 1 or len(todo) <= 1:
         lines = [_run_point(cfg, sweep, p, out) for p in todo]
     else:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = [pool.submit(_run_point, cfg, sweep, p, out) for p in todo]
-                lines = []
-                for i, f in enumerate(futures, 1):
-                    lines.append(f.result())
-                    print(f"[sweep] {i}/{len(todo)} {lines[-1]}", flush=True)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        with worker_pool(workers) as pool:
+            futures = [pool.submit(_run_point, cfg, sweep, p, out) for p in todo]
+            lines = []
+            for i, f in enumerate(futures, 1):
+                lines.append(f.result())
+                print(f"[sweep] {i}/{len(todo)} {lines[-1]}", flush=True)
+    provenance.finish(cfg, "sweep", inputs, out=out,
+                      recorded=provenance.sweep_settings(cfg, sweep, source))
     return lines
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """``workers`` fresh (spawned) processes of one CPU thread each, each of which dies with
+    this process (:func:`lib.processes.die_with_parent`): a killed sweep stops its runs."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                 initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
+            yield pool
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,8 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     except (config.ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    lines = run_sweep(cfg, sweep, args.source, paths.resolve(args.out, paths.project_root()),
-                      args.workers)
+    try:
+        lines = run_sweep(cfg, sweep, args.source,
+                          paths.resolve(args.out, paths.project_root()), args.workers)
+    except provenance.ProvenanceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for line in lines:
         print(f"[sweep] {line}")
     return 0

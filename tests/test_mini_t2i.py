@@ -6,6 +6,7 @@ is the real pretrained MiniLM (installed as a package, no download).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,9 @@ def test_training_reduces_loss(trained):
     assert metrics["steps"] == 60 and metrics["params"] > 0 and metrics["steps_per_s"] > 0
     assert metrics["unique_captions"] == 48
     assert (folder / "model_index.json").is_file() and (folder / "training.json").is_file()
+    record = json.loads((folder / "training.json").read_text())  # an output: no timing, no path
+    assert record["steps"] == 60 and not {"steps_per_s", "train_seconds", "encode_seconds",
+                                          "folder"} & set(record)
     # Self-contained: the text encoder and tokenizer travel with the folder; nothing else left.
     assert {p.name for p in folder.iterdir()} >= {"unet", "scheduler", "text_encoder", "tokenizer"}
     assert [p.name for p in folder.parent.iterdir()] == ["model"]

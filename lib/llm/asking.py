@@ -19,7 +19,6 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +65,6 @@ def _failure(llm: Any, task: str, fields: Mapping[str, Any], n: int, sampling: d
         "attempts": answer.attempts,
         "raw": answer.raw,
         "reason": answer.reason,
-        "time": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -30,6 +30,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from lib import disambiguate as dis
+from lib import provenance
 from lib.backends.captioner import create_captioner
 from lib.backends.clip import create_clip
 from lib.backends.llm import create_llm
@@ -157,6 +158,7 @@ def captions(cfg: DisambiguateConfig, images: pd.DataFrame) -> pd.DataFrame:
 def run(cfg: DisambiguateConfig) -> dict[str, Any]:
     if cfg.mode not in MODES:
         raise ValueError(f"disambiguate.mode={cfg.mode!r}; valid: {', '.join(MODES)}")
+    inputs = provenance.begin(cfg, "disambiguate")
     classes = pd.read_parquet(cfg.path("classes") / "classes.parquet")
     images = pd.read_parquet(cfg.path("classes") / "images.parquet")
     if classes.empty:
@@ -195,6 +197,7 @@ def run(cfg: DisambiguateConfig) -> dict[str, Any]:
         "classes_without_text": without_text,
     }
     write_metrics(cfg.path("metrics"), "disambiguate", metrics)
+    provenance.finish(cfg, "disambiguate", inputs)
     llm_use = {"cache_hits": llm.hits, "llm_calls": llm.misses}  # varies with the cache: not a metric
     return {"candidates": table, "prompt_names": names, "texts": texts, "metrics": metrics,
             "llm": llm_use}

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from lib import provenance
 from lib.config import GenerateConfig
 from lib.generation.launch import SUMMED, combine, run_workers
 from lib.io import read_json
@@ -30,6 +31,7 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
     ranks (per-rank summaries) and metrics (``metrics/generate.json``: the last run that
     generated anything, plus the folder's totals)."""
     out = cfg.path("generate")
+    inputs = provenance.begin(cfg, "generate")
     start = time.perf_counter()
     ranks = run_workers(cfg)
     wall = time.perf_counter() - start
@@ -68,5 +70,6 @@ def run(cfg: GenerateConfig) -> dict[str, Any]:
             f"{cfg.max_dropped_fraction}; see {out / 'dropped.parquet'}. The images are kept: "
             "raise the bound (or max_retries) and rerun to finish the stage"
         )
+    provenance.finish(cfg, "generate", inputs)
     return {"summary": summary, "manifest": manifest, "dropped": dropped,
             "ranks": pd.DataFrame(ranks), "metrics": metrics}
