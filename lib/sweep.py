@@ -46,19 +46,19 @@ RESULTS = "metrics.json"  # a run's flat results, in its folder
 
 
 def _done(cfg: config.TrainConfig, sweep: config.SweepConfig, point: GridPoint,
-          out: Path) -> bool:
+          out: Path, inputs: dict[str, str] | None = None) -> bool:
     path = out / point.name / RESULTS
     if not path.exists():
         return False
     try:
         return json.loads(path.read_text()).get("config_hash") == config_hash(
-            point_config(cfg, sweep, point))
+            point_config(cfg, sweep, point), inputs)
     except (OSError, ValueError):
         return False
 
 
 def _run_point(cfg: config.TrainConfig, sweep: config.SweepConfig, point: GridPoint,
-               out: Path) -> str:
+               out: Path, inputs: dict[str, str] | None = None) -> str:
     import torch
 
     from lib.training.classifier_run import train_and_evaluate
@@ -69,7 +69,7 @@ def _run_point(cfg: config.TrainConfig, sweep: config.SweepConfig, point: GridPo
     result = train_and_evaluate(
         run_cfg, out=run_dir, metrics_path=run_dir / RESULTS,
         history_path=run_dir / "history.csv",
-        extra_metrics={**point.record(), "config_hash": config_hash(run_cfg)})
+        extra_metrics={**point.record(), "config_hash": config_hash(run_cfg, inputs)})
     return f"{point.name}: val top1 {result['metrics']['val']['top1']:.4f}"
 
 
@@ -82,7 +82,7 @@ def run_sweep(cfg: config.TrainConfig, sweep: config.SweepConfig, source: str, o
     ``out`` once every run is done."""
     inputs = provenance.begin(cfg, "sweep", out=out)
     points = grid_points(sweep, source)
-    todo = [p for p in points if not _done(cfg, sweep, p, out)]
+    todo = [p for p in points if not _done(cfg, sweep, p, out, inputs)]
     print(f"[sweep] {source}: {len(points)} runs, {len(points) - len(todo)} already done",
           flush=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,10 +90,10 @@ def run_sweep(cfg: config.TrainConfig, sweep: config.SweepConfig, source: str, o
     if workers < 1:
         raise ValueError(f"sweep.workers must be positive, got {workers}")
     if workers == 1 or len(todo) <= 1:
-        lines = [_run_point(cfg, sweep, p, out) for p in todo]
+        lines = [_run_point(cfg, sweep, p, out, inputs) for p in todo]
     else:
         with worker_pool(workers) as pool:
-            futures = [pool.submit(_run_point, cfg, sweep, p, out) for p in todo]
+            futures = [pool.submit(_run_point, cfg, sweep, p, out, inputs) for p in todo]
             lines = []
             for i, f in enumerate(futures, 1):
                 lines.append(f.result())

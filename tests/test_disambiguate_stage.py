@@ -79,6 +79,7 @@ LLM_REQUESTS = 10 * (1 + 4 + 1) + 1  # per digit: senses, 4 CD axes, word2sen; t
 def digits_root(tmp_path_factory) -> Path:
     """A project root holding the bundled digits and the mini profile's classes outputs."""
     root = tmp_path_factory.mktemp("root")
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")  # the stages check provenance
     materialize_digits(root / "data" / "digits")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(paths.ROOT_ENV, str(root))
@@ -127,7 +128,8 @@ def test_malformed_recorded_answer_is_retried_logged_and_counted(at_root, tmp_pa
     """Issue 12 case 3: a blank recorded answer (cache deleted) ended in KeyError "no recorded
     response ... seed ..." from the retry, with nothing in failures.jsonl."""
     recorded = _blank(tmp_path, "Subject: a photo of a three\nAspect: the lighting")
-    cfg = _mini("disambiguate", llm_recorded=str(recorded), clip_model=tiny_zoo["clip"])
+    cfg = _mini("disambiguate", llm_recorded=str(recorded), clip_model=tiny_zoo["clip"],
+                gen_model=tiny_zoo["t2i"])
     result = stage.run(cfg)
     metrics = result["metrics"]
     assert metrics["failed"]["contexts"] == 1 and metrics["llm_failures_logged"] == 1
@@ -149,7 +151,8 @@ def test_class_without_usable_text_fails_the_stage_past_the_threshold(at_root, t
     """Issue 12 case 4 (recorded): three's only word2sen answer is blank."""
     recorded = _blank(tmp_path, "Write 4 different natural sentences, each describing a scene "
                                 "in a photo that contains a three.")
-    cfg = _mini("disambiguate", llm_recorded=str(recorded), clip_model=tiny_zoo["clip"])
+    cfg = _mini("disambiguate", llm_recorded=str(recorded), clip_model=tiny_zoo["clip"],
+                gen_model=tiny_zoo["t2i"])
     with pytest.raises(MissingTexts, match=r"word2sen: 1 of 10 classes \(10%\): 3 \(three\)") as err:
         stage.run(cfg)
     assert "max_missing_fraction=0.0" in str(err.value)
@@ -173,7 +176,8 @@ def test_every_answer_blank_from_the_server_fails_the_stage_naming_tasks_and_cla
     failures logged and counted) and `prompts` failed one stage later."""
     with serve(lambda request: Reply(content="")) as httpd:
         cfg = _mini("disambiguate", llm_backend="openai", llm_base_url=url(httpd),
-                    llm_recorded=None, clip_model=tiny_zoo["clip"])
+                    llm_recorded=None, clip_model=tiny_zoo["clip"],
+                    gen_model=tiny_zoo["t2i"])
         with pytest.raises(MissingTexts) as err:
             stage.run(cfg)
         message = str(err.value)

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from generation_fakes import SeedImages, image_bytes, make_prompts, run
 
-from lib import config, paths
+from lib import config, paths, provenance
 from lib.backends.t2i import create_t2i
 from lib.generation import worker
 from lib.generation.core import generate
@@ -155,6 +155,8 @@ def test_the_stage_repairs_counts_and_reports(tmp_path, monkeypatch, capsys):
     (root / "outputs/prompts").mkdir(parents=True)
     make_prompts(N).to_parquet(root / "outputs/prompts/prompts.parquet")
     monkeypatch.setenv(paths.ROOT_ENV, str(root))
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")  # the stage checks provenance:
+    provenance.finish(config.load("prompts"), "prompts", {})  # the prompts' record
     monkeypatch.setattr(worker, "create_backend", lambda cfg, device: SeedImages())
     cfg = stage_config(root)
     first = stage.run(cfg)
