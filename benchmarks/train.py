@@ -36,26 +36,27 @@ import torch
 
 from lib.nn.aux_norm import convert_to_aux_norm, has_aux_norm, set_synthetic_mask
 from lib.training.datasets import ImageArrayDataset
+from lib.training.history import Throughput
 from lib.training.loop import train_classifier
 
 
 def measure(model: torch.nn.Module, real: ImageArrayDataset, synthetic: ImageArrayDataset,
             args: argparse.Namespace) -> dict[str, float]:
-    def run(net: torch.nn.Module, steps: int) -> tuple[list[dict], float]:
-        started = time.process_time()
-        history = train_classifier(
+    def run(net: torch.nn.Module, steps: int) -> tuple[Throughput, float]:
+        started, meter = time.process_time(), Throughput(warmup=args.warmup)
+        train_classifier(
             net, real, synthetic, steps=steps, batch_size=args.batch_size,
             synthetic_fraction=0.5, lr=1e-3, weight_decay=0.05, label_smoothing=0.1,
             synthetic_loss_weight=1.0, seed=0, augment=tuple(args.augment),
             device=args.device, amp=args.amp, channels_last=args.channels_last,
-            log_every=args.warmup, progress=False)
-        return history, time.process_time() - started
+            log_every=args.warmup, progress=False, throughput=meter)
+        return meter, time.process_time() - started
 
     _, warmup_cpu = run(copy.deepcopy(model), args.warmup)
-    history, cpu = run(model, args.warmup + args.steps)
-    last = history[-1]  # the window after the warmup steps
+    meter, cpu = run(model, args.warmup + args.steps)  # timed after the warmup steps
     images = args.steps * args.batch_size
-    return {"images_per_s": last["images_per_s"], "data_share": last["data_share"],
+    return {"images_per_s": images / max(meter.seconds, 1e-9),
+            "data_share": min(1.0, meter.data_seconds / max(meter.seconds, 1e-9)),
             "images_per_cpu_s": images / max(cpu - warmup_cpu, 1e-9)}
 
 

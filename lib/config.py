@@ -142,10 +142,15 @@ class DisambiguateConfig(StageConfig):
     llm_backend: LLMBackend
     llm_model: str
     llm_base_url: str | None
+    llm_timeout: float  # llm_backend=openai: seconds one HTTP request may take
+    llm_http_retries: int  # llm_backend=openai: re-sends after HTTP 5xx/429/timeout, backing off
     llm_recorded: str | None
     llm_cache: str
     llm_seed: int  # seeds of LLM requests (per item); separate from common.seed on purpose
     max_retries: int  # re-asks of a malformed LLM answer (each with the next seed)
+    # The stage fails when, for some LLM task, (classes without usable text) / classes exceeds
+    # this (lib/llm/coverage.py); 0.0: every class needs text of every task.
+    max_missing_fraction: float
     num_candidates: int
     contexts_per_axis: int
     cd_axes: tuple[CDAxis, ...]  # keys of cd_axes in lib/resources/llm_prompts.yaml

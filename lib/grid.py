@@ -75,7 +75,10 @@ def point_config(cfg: config.TrainConfig, sweep: config.SweepConfig,
     return dataclasses.replace(cfg, **values)
 
 
-def config_hash(cfg: config.TrainConfig) -> str:
-    """A digest of every setting of a run except progress bars (what its numbers depend on)."""
+def config_hash(cfg: config.TrainConfig, inputs: dict[str, str] | None = None) -> str:
+    """A digest of what a run's numbers depend on: every setting except progress bars, and
+    the digests of the input records it read (``inputs``: :func:`lib.provenance.begin`), so
+    a run trained on images that have since been regenerated is not kept."""
     params = {k: v for k, v in cfg.as_params().items() if k != "progress"}
+    params["inputs"] = dict(sorted((inputs or {}).items()))
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]

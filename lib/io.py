@@ -76,6 +76,20 @@ def write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> Path:
     return Path(path)
 
 
+def write_torch(path: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save(obj)`` atomically, with the same bytes for the same ``obj``.
+
+    Saved to a path, torch names the archive's inner folder after the file, here a random
+    temporary name, so the same tensors would give other bytes each time (and DVC would see a
+    changed output); saved through a file object, the folder is always ``archive``.
+    """
+    import torch  # only the writers of checkpoints pay for it
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+    return Path(path)
+
+
 def folder_size(path: str | os.PathLike) -> dict[str, Any]:
     """Number of files and megabytes under ``path``."""
     files = [p for p in Path(path).rglob("*") if p.is_file()]

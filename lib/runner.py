@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from lib import config, notebooks, paths, plan
+from lib.processes import RUNNER_ENV
 
 SOURCE_DIR = Path("reports/source")
 EXECUTED_DIR = Path("reports/notebooks")
@@ -38,6 +39,7 @@ def run_stage(stage: str, root: str | os.PathLike | None = None) -> Path:
 
     root = Path(root).resolve() if root else paths.project_root()
     os.environ[paths.ROOT_ENV] = str(root)  # the kernel inherits it: paths resolve to this root
+    os.environ[RUNNER_ENV] = str(os.getpid())  # the kernel dies with this process (lib.stages)
     params = config.load_params(root / "params.yaml")
     plan.check(params)
     cfg = config.build(stage, config.stage_section(params, stage))

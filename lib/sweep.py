@@ -30,32 +30,35 @@ per regime and seed). A run whose ``metrics.json`` exists and records the same c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from lib import config, paths
+from lib import config, paths, provenance
 from lib.grid import GridPoint, config_hash, grid_points, point_config
+from lib.processes import die_with_parent
 
 RESULTS = "metrics.json"  # a run's flat results, in its folder
 
 
 def _done(cfg: config.TrainConfig, sweep: config.SweepConfig, point: GridPoint,
-          out: Path) -> bool:
+          out: Path, inputs: dict[str, str] | None = None) -> bool:
     path = out / point.name / RESULTS
     if not path.exists():
         return False
     try:
         return json.loads(path.read_text()).get("config_hash") == config_hash(
-            point_config(cfg, sweep, point))
+            point_config(cfg, sweep, point), inputs)
     except (OSError, ValueError):
         return False
 
 
 def _run_point(cfg: config.TrainConfig, sweep: config.SweepConfig, point: GridPoint,
-               out: Path) -> str:
+               out: Path, inputs: dict[str, str] | None = None) -> str:
     import torch
 
     from lib.training.classifier_run import train_and_evaluate
@@ -66,15 +69,20 @@ def _run_point(cfg: config.TrainConfig, sweep: config.SweepConfig, point: GridPo
     result = train_and_evaluate(
         run_cfg, out=run_dir, metrics_path=run_dir / RESULTS,
         history_path=run_dir / "history.csv",
-        extra_metrics={**point.record(), "config_hash": config_hash(run_cfg)})
+        extra_metrics={**point.record(), "config_hash": config_hash(run_cfg, inputs)})
     return f"{point.name}: val top1 {result['metrics']['val']['top1']:.4f}"
 
 
 def run_sweep(cfg: config.TrainConfig, sweep: config.SweepConfig, source: str, out: Path,
               workers: int | None = None) -> list[str]:
-    """Train the missing runs of ``source``; returns one summary line per run trained."""
+    """Train the missing runs of ``source``; returns one summary line per run trained.
+
+    Checks first that the images it reads are the current profile's and settings' (the
+    ``train`` stage's inputs, :func:`lib.provenance.begin`); records its own provenance in
+    ``out`` once every run is done."""
+    inputs = provenance.begin(cfg, "sweep", out=out)
     points = grid_points(sweep, source)
-    todo = [p for p in points if not _done(cfg, sweep, p, out)]
+    todo = [p for p in points if not _done(cfg, sweep, p, out, inputs)]
     print(f"[sweep] {source}: {len(points)} runs, {len(points) - len(todo)} already done",
           flush=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,28 +90,40 @@ def run_sweep(cfg: config.TrainConfig, sweep: config.SweepConfig, source: str, o
     if workers < 1:
         raise ValueError(f"sweep.workers must be positive, got {workers}")
     if workers == 1 or len(todo) <= 1:
-        lines = [_run_point(cfg, sweep, p, out) for p in todo]
+        lines = [_run_point(cfg, sweep, p, out, inputs) for p in todo]
     else:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = [pool.submit(_run_point, cfg, sweep, p, out) for p in todo]
-                lines = []
-                for i, f in enumerate(futures, 1):
-                    lines.append(f.result())
-                    print(f"[sweep] {i}/{len(todo)} {lines[-1]}", flush=True)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        with worker_pool(workers) as pool:
+            futures = [pool.submit(_run_point, cfg, sweep, p, out, inputs) for p in todo]
+            lines = []
+            for i, f in enumerate(futures, 1):
+                lines.append(f.result())
+                print(f"[sweep] {i}/{len(todo)} {lines[-1]}", flush=True)
+    provenance.finish(cfg, "sweep", inputs, out=out,
+                      recorded=provenance.sweep_settings(cfg, sweep, source))
     return lines
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """``workers`` fresh (spawned) processes of one CPU thread each, each of which dies with
+    this process (:func:`lib.processes.die_with_parent`): a killed sweep stops its runs."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                 initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
+            yield pool
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,8 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     except (config.ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    lines = run_sweep(cfg, sweep, args.source, paths.resolve(args.out, paths.project_root()),
-                      args.workers)
+    try:
+        lines = run_sweep(cfg, sweep, args.source,
+                          paths.resolve(args.out, paths.project_root()), args.workers)
+    except provenance.ProvenanceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for line in lines:
         print(f"[sweep] {line}")
     return 0

@@ -27,3 +27,34 @@ def one_thread():
     each other."""
     with torch_threads(1):
         yield
+
+
+@pytest.fixture
+def tiny_project(tmp_path, monkeypatch):
+    """A project root for running stages: params.yaml (the repository's, with the ``smoke``
+    profile and no progress bars) and a two-class ImageFolder of 16 random 8x8 PNGs per class
+    under data/digits; ``SYNTHSCALE_ROOT`` points at it. Returns the root."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from lib import paths
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "params.yaml").read_text()
+    for old, new in (("\n  profile: mini ", "\n  profile: smoke "),
+                     ("\n  progress: true ", "\n  progress: false ")):
+        assert old in text, f"params.yaml no longer has {old!r}"
+        text = text.replace(old, new)
+    (tmp_path / "params.yaml").write_text(text)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    rng = np.random.default_rng(0)
+    for label in ("0", "1"):
+        folder = tmp_path / "data/digits" / label
+        folder.mkdir(parents=True)
+        for i in range(16):
+            pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+            Image.fromarray(pixels, mode="L").save(folder / f"img-{i:02d}.png")
+    monkeypatch.setenv(paths.ROOT_ENV, str(tmp_path))
+    return tmp_path

@@ -3,21 +3,22 @@ LLM answers (the answer cache itself: tests/test_llm_cache.py)."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import email.utils
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
+from llm_server import Reply, closed_port_url, serve, url
 from PIL import Image
 
 from lib.backends.captioner import CAPTIONER
 from lib.backends.classifier import CLASSIFIER
 from lib.backends.clip import CLIP, create_clip
 from lib.backends.llm import LLM, create_llm
+from lib.backends.llm_openai import retry_after
 from lib.backends.t2i import T2I, create_t2i
 from lib.llm.cache import CachedLLM, LLMCache, export_jsonl
 
@@ -195,53 +196,38 @@ def test_recorded_miss_is_clear_and_cached_records_say_recorded(recording, tmp_p
 
 
 # ---------------------------------------------------------------- OpenAI-compatible HTTP
-class _Handler(BaseHTTPRequestHandler):
-    requests: ClassVar[list[dict]] = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append(
-            {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
-        )
-        if body["model"] == "broken":
-            payload, status = b'{"error": "model not loaded"}', 500
-        else:
-            answer = {"choices": [{"message": {"role": "assistant", "content": "hello"}}]}
-            payload, status = json.dumps(answer).encode(), 200
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):  # keep test output quiet
-        pass
+# A real HTTP server on 127.0.0.1 (tests/llm_server.py); each test scripts its replies.
+FAST = {"backoff": 0.01}  # waits of 0.01, 0.02, ... s between tries
 
 
 @pytest.fixture
-def server(monkeypatch):
-    """A local OpenAI-style server on 127.0.0.1 (random port), shut down after the test."""
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-    _Handler.requests = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(
-        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1/"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+def local(monkeypatch):
+    """Requests go straight to the host, whatever proxy the environment names."""
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "*")
+    monkeypatch.setenv("no_proxy", "*")
+
+
+@pytest.fixture
+def server(local):
+    """Answers "hello"; HTTP 500 for model "broken"."""
+    def respond(request):
+        if request["body"]["model"] == "broken":
+            return Reply(500, body={"error": "model not loaded"})
+        return Reply()
+
+    with serve(respond) as httpd:
+        yield httpd
 
 
 def test_openai_chat_sends_key_only_from_env(server, monkeypatch):
     monkeypatch.delenv("TEST_LLM_KEY", raising=False)
-    chat = create_llm("openai", model="tiny", base_url=server, api_key_env="TEST_LLM_KEY")
+    chat = create_llm("openai", model="tiny", base_url=url(server), api_key_env="TEST_LLM_KEY")
     assert chat.chat(MESSAGES, temperature=0.0, top_p=1.0, max_new_tokens=5, seed=1) == "hello"
     monkeypatch.setenv("TEST_LLM_KEY", "sk-test")
     chat.chat(MESSAGES, max_new_tokens=5)
-    first, second = _Handler.requests
+    first, second = server.requests
     assert first["path"] == "/v1/chat/completions"
     assert first["auth"] is None and second["auth"] == "Bearer sk-test"
     assert first["body"] == {
@@ -253,12 +239,130 @@ def test_openai_chat_sends_key_only_from_env(server, monkeypatch):
         "seed": 1,
     }
     with pytest.raises(TypeError):
-        create_llm("openai", model="tiny", base_url=server, api_key="sk-param")
+        create_llm("openai", model="tiny", base_url=url(server), api_key="sk-param")
 
 
 def test_openai_errors_are_clear(server):
-    with pytest.raises(RuntimeError, match="HTTP 500.*model not loaded"):
-        create_llm("openai", model="broken", base_url=server).chat(MESSAGES)
-    dead = "http://127.0.0.1:9/v1"  # discard port: nothing listens
-    with pytest.raises(ConnectionError, match="127.0.0.1:9"):
-        create_llm("openai", model="tiny", base_url=dead, timeout=5).chat(MESSAGES)
+    with pytest.raises(RuntimeError, match="HTTP 500.*model not loaded.*after 2 tries"):
+        create_llm("openai", model="broken", base_url=url(server), retries=1, **FAST).chat(MESSAGES)
+    with pytest.raises(ConnectionError, match="cannot reach LLM server .*127.0.0.1:9"):
+        create_llm("openai", model="tiny", base_url="http://127.0.0.1:9/v1", timeout=5).chat(MESSAGES)
+    with pytest.raises(ValueError, match="llm_timeout"):
+        create_llm("openai", model="tiny", base_url=url(server), timeout=0)
+    with pytest.raises(ValueError, match="llm_http_retries"):
+        create_llm("openai", model="tiny", base_url=url(server), retries=-1)
+
+
+def _script(*replies: Reply):
+    """Replies in order; the last one repeats."""
+    return lambda request: replies[min(request["number"], len(replies) - 1)]
+
+
+def test_openai_retries_server_errors_then_succeeds(local):
+    """Issue 12 case 6: one HTTP 500 used to end the stage (one request, then exit 1)."""
+    with serve(_script(Reply(500, body={"error": "warming up"}), Reply(502), Reply())) as httpd:
+        chat = create_llm("openai", model="tiny", base_url=url(httpd), retries=2, **FAST)
+        assert chat.chat(MESSAGES) == "hello"
+        assert len(httpd.requests) == 3
+        assert httpd.requests[0]["body"] == httpd.requests[2]["body"]  # the same request again
+
+
+def test_openai_gives_up_naming_the_status_and_the_server_message(local):
+    with serve(_script(Reply(503, body={"error": "overloaded, try later"}))) as httpd:
+        chat = create_llm("openai", model="tiny", base_url=url(httpd), retries=2, **FAST)
+        with pytest.raises(RuntimeError, match=r"HTTP 503 .*overloaded, try later.*after 3 tries"):
+            chat.chat(MESSAGES)
+        assert len(httpd.requests) == 3
+
+
+def test_openai_does_not_retry_a_refused_request(local):
+    with serve(_script(Reply(400, body={"error": "max_tokens too large"}))) as httpd:
+        chat = create_llm("openai", model="tiny", base_url=url(httpd), retries=3, **FAST)
+        with pytest.raises(RuntimeError, match="HTTP 400 .*max_tokens too large"):
+            chat.chat(MESSAGES)
+        assert len(httpd.requests) == 1
+
+
+def test_openai_honours_retry_after_on_429(local):
+    limited = Reply(429, body={"error": "rate limited"}, headers={"Retry-After": "1"})
+    with serve(_script(limited, Reply())) as httpd:
+        chat = create_llm("openai", model="tiny", base_url=url(httpd), retries=1, **FAST)
+        start = time.monotonic()
+        assert chat.chat(MESSAGES) == "hello"
+        assert time.monotonic() - start >= 0.95  # the server's 1 s, not the 0.01 s backoff
+        assert len(httpd.requests) == 2
+    with serve(_script(Reply(429, body={"error": "rate limited"}))) as httpd:  # no Retry-After
+        chat = create_llm("openai", model="tiny", base_url=url(httpd), retries=2, **FAST)
+        with pytest.raises(RuntimeError, match="HTTP 429 .*rate limited.*after 3 tries"):
+            chat.chat(MESSAGES)
+
+
+def test_retry_after_header_values():
+    assert retry_after("3") == 3.0 and retry_after(" 0 ") == 0.0
+    assert retry_after(None) is None and retry_after("soon") is None
+    later = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 <= retry_after(later) <= 30
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date passed: no wait
+
+
+def test_openai_timeout_is_retried_and_named_as_a_timeout(local):
+    """A server that was reached but answered too late is no longer "cannot reach"."""
+    with serve(_script(Reply(delay=2.0), Reply())) as httpd:
+        chat = create_llm("openai", model="tiny", base_url=url(httpd), timeout=0.3, retries=1,
+                          **FAST)
+        assert chat.chat(MESSAGES) == "hello"
+        assert len(httpd.requests) == 2
+    with serve(_script(Reply(delay=2.0))) as httpd:
+        chat = create_llm("openai", model="tiny", base_url=url(httpd), timeout=0.3, retries=1,
+                          **FAST)
+        with pytest.raises(TimeoutError, match="did not answer within 0.3 s") as err:
+            chat.chat(MESSAGES)
+        assert "cannot reach" not in str(err.value)
+        assert "after 2 tries" in str(err.value) and "llm_timeout" in str(err.value)
+        assert len(httpd.requests) == 2
+
+
+def test_openai_unreachable_server_is_named_and_not_retried(local):
+    chat = create_llm("openai", model="tiny", base_url=closed_port_url(), retries=3, backoff=5.0)
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match="cannot reach LLM server .*refused") as err:
+        chat.chat(MESSAGES)
+    assert time.monotonic() - start < 4  # no 5 s backoff: a refused connection fails at once
+    assert "llm_base_url" in str(err.value)
+    with pytest.raises(ConnectionError, match="cannot reach LLM server http://no-such-host.invalid"):
+        create_llm("openai", model="tiny", base_url="http://no-such-host.invalid/v1",
+                   timeout=5).chat(MESSAGES)
+
+
+def test_openai_null_content_is_an_empty_answer(local):
+    with serve(_script(Reply(content=None))) as httpd:
+        assert create_llm("openai", model="tiny", base_url=url(httpd)).chat(MESSAGES) == ""
+
+
+def test_api_key_never_appears_in_errors(local, monkeypatch):
+    """A server that quotes the request's Authorization header in its errors."""
+    secret = "sk-very-secret-0123456789"
+    monkeypatch.setenv("TEST_LLM_KEY", secret)
+
+    def echo(status):
+        return lambda r: Reply(status, body={"error": f"bad key: {r['auth']}", "seen": r["auth"]})
+
+    for status, error in [(401, RuntimeError), (500, RuntimeError)]:
+        with serve(echo(status)) as httpd:
+            chat = create_llm("openai", model="tiny", base_url=url(httpd), retries=1,
+                              api_key_env="TEST_LLM_KEY", **FAST)
+            with pytest.raises(error) as err:
+                chat.chat(MESSAGES)
+            assert httpd.requests[0]["auth"] == f"Bearer {secret}"  # it was sent...
+            assert secret not in str(err.value) and "[API key]" in str(err.value)  # ...not shown
+    with serve(lambda r: Reply(body={"no_choices": r["auth"]})) as httpd:
+        chat = create_llm("openai", model="tiny", base_url=url(httpd), api_key_env="TEST_LLM_KEY")
+        with pytest.raises(ValueError) as err:
+            chat.chat(MESSAGES)
+        assert secret not in str(err.value)
+    with serve(_script(Reply(delay=2.0))) as httpd:
+        chat = create_llm("openai", model="tiny", base_url=url(httpd), timeout=0.2, retries=0,
+                          api_key_env="TEST_LLM_KEY")
+        with pytest.raises(TimeoutError) as err:
+            chat.chat(MESSAGES)
+        assert secret not in str(err.value) and secret not in repr(vars(chat))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import pytest
 import torch
 import yaml
 
-from lib import config, paths, shards
+from lib import config, paths, provenance, shards
 from lib.backends.t2i import create_t2i
 from lib.generation.core import generate
 from lib.io import write_json
@@ -64,6 +65,17 @@ def reference(t2i, table: pd.DataFrame, out: Path, **kw) -> dict[str, bytes]:
     args = {**GEN, "batch_size": 8, "shard_size": 4, "progress": False, **kw}
     generate(table, out, t2i, **args)
     return stored(out)
+
+
+def prompts_stage(root: Path, table: pd.DataFrame, monkeypatch) -> Path:
+    """A project ``root`` (SYNTHSCALE_ROOT) whose prompts stage has written ``table`` (with its
+    provenance record of the repository's params.yaml, which the generate stage checks)."""
+    (root / "outputs/prompts").mkdir(parents=True)
+    table.to_parquet(root / "outputs/prompts/prompts.parquet")
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+    monkeypatch.setenv(paths.ROOT_ENV, str(root))
+    provenance.finish(config.load("prompts"), "prompts", {})
+    return root
 
 
 def stage_config(root: Path, model: str, **changes) -> config.GenerateConfig:
@@ -119,10 +131,7 @@ def test_real_pipeline_same_bytes_in_a_batch_or_alone(t2i, tmp_path):
 def test_torchrun_two_processes_match_one(t2i, tiny_zoo, tmp_path, monkeypatch):
     table = prompts(8)
     expected = reference(t2i, table, tmp_path / "one")
-    root = tmp_path / "project"
-    (root / "outputs/prompts").mkdir(parents=True)
-    table.to_parquet(root / "outputs/prompts/prompts.parquet")
-    monkeypatch.setenv(paths.ROOT_ENV, str(root))
+    root = prompts_stage(tmp_path / "project", table, monkeypatch)
     cfg = stage_config(root, tiny_zoo["t2i"], nproc=2, batch_size=8, shard_size=2)
     result = stage.run(cfg)  # launches torchrun --standalone --nproc-per-node 2
 
@@ -151,10 +160,7 @@ def test_torchrun_two_processes_match_one(t2i, tiny_zoo, tmp_path, monkeypatch):
 
 def test_sigkill_mid_shard_then_resume(t2i, tiny_zoo, tmp_path, monkeypatch):
     table = prompts(18)
-    root = tmp_path / "project"
-    (root / "outputs/prompts").mkdir(parents=True)
-    table.to_parquet(root / "outputs/prompts/prompts.parquet")
-    monkeypatch.setenv(paths.ROOT_ENV, str(root))
+    root = prompts_stage(tmp_path / "project", table, monkeypatch)
     # Batches of two and 10 steps: the run lasts seconds after its first shard completes.
     cfg = stage_config(root, tiny_zoo["t2i"], steps=10, batch_size=2, shard_size=3)
     cfg_file = write_json(tmp_path / "config.json", cfg.as_params())

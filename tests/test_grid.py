@@ -71,6 +71,12 @@ def test_finished_runs_are_kept_only_with_the_same_configuration(train, base, tm
                {"config_hash": config_hash(point_config(train, base, point))})
     assert _done(train, base, point, tmp_path)
     assert not _done(dataclasses.replace(train, lr=train.lr * 2), base, point, tmp_path)
+    # ... and only when trained on the same inputs (the digests of their provenance records)
+    inputs = {"classes": "c1", "generate": "g1"}
+    write_json(tmp_path / point.name / RESULTS,
+               {"config_hash": config_hash(point_config(train, base, point), inputs)})
+    assert _done(train, base, point, tmp_path, inputs)
+    assert not _done(train, base, point, tmp_path, {**inputs, "generate": "g2"})
     (tmp_path / point.name / RESULTS).write_text("{truncated")
     assert not _done(train, base, point, tmp_path)
 

@@ -13,7 +13,7 @@ import yaml
 
 from lib.backends.llm import create_llm
 from lib.llm.asking import Answer, Request, ask, record
-from lib.llm.cache import CachedLLM, LLMCache, read_jsonl
+from lib.llm.cache import CachedLLM, LLMCache, NotRecorded, read_jsonl
 from lib.llm.failures import FailureLog, count_failures
 from lib.llm.templates import load_templates, render, template_fields
 
@@ -273,6 +273,38 @@ def test_record_then_replay_gives_the_same_answers(tmp_path):
     # A request that was never recorded fails loudly instead of counting as malformed.
     with pytest.raises(KeyError, match="no recorded response"):
         ask(replay, "styles", {}, n=2, sampling={"seed": 2}, max_retries=2, failures=log)
+    assert log.count() == 1
+
+
+def test_malformed_recorded_answer_without_its_retry_is_logged_not_raised(tmp_path):
+    """Issue 12 case 3: a recorded set holds a blank answer but not its retry (seed + 1).
+    The retry used to end in KeyError "no recorded response"; now the attempt fails like a
+    malformed answer and the item is logged, saying what was wrong, and returned failed."""
+    out = tmp_path / "recorded.jsonl"
+    record(ScriptedChat(["", "a sketch\na painting"]),
+           [Request("styles", {}, 2, {"seed": 8}, max_retries=0),
+            Request("styles", {"name": "cat"}, 2, {"seed": 9}, max_retries=0)], out)
+    log = FailureLog(tmp_path / "failures.jsonl")
+    replay = CachedLLM(create_llm("recorded", path=str(out), model="scripted"),
+                       LLMCache(tmp_path / "cache.sqlite"))
+    answer = ask(replay, "styles", {}, n=2, sampling={"seed": 8}, max_retries=2, failures=log)
+    assert answer.failed and answer.value == [] and answer.raw == [""] and answer.attempts == 3
+    assert answer.reason == (
+        "attempt 1: empty answer, need at least 2; "
+        "attempt 2: no recorded answer for retry seed 9 (the set holds the malformed answer, "
+        "not its retry); "
+        "attempt 3: no recorded answer for retry seed 10 (the set holds the malformed answer, "
+        "not its retry)"
+    )
+    [entry] = read_log(log.path)
+    assert entry["source"] == "recorded" and entry["raw"] == [""]
+    assert entry["reason"] == answer.reason and entry["sampling"]["seed"] == 8
+    # The good answer is unaffected; a request never recorded still fails loudly.
+    good = ask(replay, "styles", {"name": "cat"}, n=2, sampling={"seed": 9}, max_retries=2,
+               failures=log)
+    assert good.value == ["a sketch", "a painting"] and log.count() == 1
+    with pytest.raises(NotRecorded, match="no recorded response"):
+        ask(replay, "styles", {}, n=2, sampling={"seed": 100}, max_retries=2, failures=log)
     assert log.count() == 1
 
 

@@ -6,6 +6,7 @@ is the real pretrained MiniLM (installed as a package, no download).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,9 @@ def test_training_reduces_loss(trained):
     assert metrics["steps"] == 60 and metrics["params"] > 0 and metrics["steps_per_s"] > 0
     assert metrics["unique_captions"] == 48
     assert (folder / "model_index.json").is_file() and (folder / "training.json").is_file()
+    record = json.loads((folder / "training.json").read_text())  # an output: no timing, no path
+    assert record["steps"] == 60 and not {"steps_per_s", "train_seconds", "encode_seconds",
+                                          "folder"} & set(record)
     # Self-contained: the text encoder and tokenizer travel with the folder; nothing else left.
     assert {p.name for p in folder.iterdir()} >= {"unet", "scheduler", "text_encoder", "tokenizer"}
     assert [p.name for p in folder.parent.iterdir()] == ["model"]
@@ -195,3 +199,19 @@ def test_guidance_samples_and_figure(trained):
     assert fig.axes[2].get_ylabel() == "the letter S"
     assert fig.get_suptitle() == "two prompts"
     plt.close(fig)
+
+
+def test_each_text_is_encoded_once_and_as_in_a_batch(trained, monkeypatch):
+    import lib.mini.t2i as t2i
+
+    pipe = t2i.MiniT2IPipeline.from_pretrained(str(trained[0]))
+    texts = ["the digit 3", "", "the digit 3", "a bold digit 7", ""]
+    batched = t2i.encode_text(pipe.text_encoder, pipe.tokenizer, texts, pipe.config.max_length)
+    calls = []
+    real = t2i.encode_text
+    monkeypatch.setattr(t2i, "encode_text", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    states, mask = pipe.encode_prompt(texts)
+    assert torch.equal(states, batched[0]) and torch.equal(mask, batched[1])
+    assert calls == [["the digit 3"], [""], ["a bold digit 7"]]  # each distinct text once
+    pipe.encode_prompt(["", "the digit 3"])
+    assert len(calls) == 3  # kept for the pipeline's life

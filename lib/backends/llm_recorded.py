@@ -2,8 +2,10 @@
 
 The mini profile has no LLM to run, so it replays a committed JSONL file (the format of
 :func:`lib.llm.cache.export_jsonl`) or an sqlite cache. Responses are found by the
-same key as the cache, so a prompt that was never recorded fails loudly instead of silently
-getting some other answer.
+same key as the cache, so a prompt that was never recorded fails loudly
+(:class:`~lib.llm.cache.NotRecorded`) instead of silently getting some other answer. Only a
+retry's miss is softer: :func:`lib.llm.asking.ask` counts it as a failed attempt, so a
+malformed recorded answer ends in the failure log instead of a crash.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.backends.llm import LLM
-from lib.llm.cache import LLMCache, cache_key, normalize_sampling, read_jsonl
+from lib.llm.cache import LLMCache, NotRecorded, cache_key, normalize_sampling, read_jsonl
 
 JSONL_SUFFIXES = (".jsonl", ".json")
 
@@ -35,13 +37,17 @@ class RecordedChat:
             self._records = LLMCache(self.path)
 
     def lookup(self, messages: list[dict], **sampling: Any) -> dict:
-        """The stored record for this call, labelled source="recorded"; KeyError on a miss."""
+        """The stored record for this call, labelled source="recorded".
+
+        A miss raises :class:`~lib.llm.cache.NotRecorded` (a KeyError) naming the file, the
+        model, the last message and the sampling (seed included).
+        """
         sampling = normalize_sampling(sampling)
         key = cache_key(self.model_id, messages, sampling)
         record = self._records.get(key)
         if record is None:
             last = str(messages[-1].get("content", "")) if messages else ""
-            raise KeyError(
+            raise NotRecorded(
                 f"no recorded response in {str(self.path)!r} for model {self.model_id!r}, "
                 f"last message {last[:80]!r} and sampling {sampling}"
             )

@@ -4,6 +4,8 @@
   seeds, fixed-shape batches, blank/NSFW retries, shard roll-over.
 - :mod:`~lib.generation.runs`: what a run takes, pins and leaves behind: the prompt table,
   ``run.json``, the resume checks, ``manifest.parquet`` and ``dropped.parquet``.
+- :mod:`~lib.generation.repair`: before a rank resumes, its damaged shards are set aside
+  (:func:`lib.shards.verify`) so their ids are generated again, byte for byte.
 - :mod:`~lib.generation.worker`: one process of a run (rank, device, model, its share).
 - ``python -m lib.generation`` (:mod:`~lib.generation.__main__`): the worker's command line,
   alone, under torchrun or under srun.

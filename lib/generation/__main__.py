@@ -21,9 +21,11 @@ from pathlib import Path
 from lib import config
 from lib.generation.worker import dist_env, load_config, run_worker
 from lib.io import write_json
+from lib.processes import die_with_launcher
 
 
 def _main(argv: list[str] | None = None) -> int:
+    die_with_launcher()  # torchrun starts each worker in its own session: end with torchrun
     parser = argparse.ArgumentParser(prog="python -m lib.generation",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--config", help="flat JSON of the generate parameters (as the stage "
@@ -42,7 +44,8 @@ def _main(argv: list[str] | None = None) -> int:
         write_json(Path(args.summary_dir) / f"rank-{rank:05d}.json", summary)
     print(f"[generate rank {rank}/{world}] " + ", ".join(
         f"{k}={summary[k]}" for k in ("generated", "skipped", "regenerated", "dropped",
-                                      "images_per_s", "manifest")))
+                                      "repaired_shards", "repaired_ids", "images_per_s",
+                                      "manifest")))
     return 0
 
 

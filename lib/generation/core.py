@@ -11,7 +11,9 @@ Ranks split the sorted ids by position (``i % world_size == rank``) and write on
 own shards (see :mod:`lib.shards`); ids already in completed shards are skipped, so a killed
 run resumes with no duplicate and no missing id. ``run.json`` pins the
 parameters that change pixels; a rerun with different ones into the same folder is refused
-rather than mixing two runs (:mod:`lib.generation.runs`).
+rather than mixing two runs (:mod:`lib.generation.runs`). Before resuming, a rank verifies
+its shards and sets damaged ones aside, so their ids are generated again, byte for byte
+(:mod:`lib.generation.repair`).
 
 A blank (near-constant) or safety-flagged output is regenerated with the derived seed
 ``seed_for(seed, id, "retry", k)`` for k = 1..max_retries; if every attempt is rejected the
@@ -34,6 +36,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from lib.generation.repair import repair_damaged
 from lib.generation.runs import (
     check_done_match,
     check_run,
@@ -107,6 +110,8 @@ def generate(
 
     Returns a summary of this call: total (ids of this rank), generated (images stored now),
     skipped (ids already done), regenerated (stored after at least one retry), dropped,
+    repaired_shards / repaired_ids (damaged shards set aside before resuming, and the ids
+    they held, generated again),
     attempts (pipeline images made, retries included), padded (rows added to fill the last
     batches), rejected_blank / rejected_nsfw (attempts rejected for that reason), shards
     (written now), seconds, images_per_s and manifest (its path once every id of ``prompts``
@@ -121,9 +126,10 @@ def generate(
     params = run_params(t2i, seed, steps, guidance_scale, by_strategy, height, width,
                         output_size, batch_size, image_format, jpeg_quality, max_retries)
     check_run(out_dir, params)
+    repaired = repair_damaged(out_dir, rank, world_size)
     clean_incomplete(out_dir, rank)
     done = done_ids(out_dir)
-    check_done_match(out_dir, table, done)
+    check_done_match(out_dir, table, done, rank, world_size)
     mine = table.iloc[rank::world_size]
     todo = mine[~mine["id"].isin(done)]
     start = time.perf_counter()
@@ -136,6 +142,7 @@ def generate(
         "total": len(mine),
         "skipped": len(mine) - len(todo),
         **counts,
+        **repaired,
         "seconds": round(seconds, 3),
         "images_per_s": round(counts["generated"] / seconds, 3) if seconds > 0 else 0.0,
         "manifest": str(manifest) if manifest else None,

@@ -21,11 +21,13 @@ from lib import paths
 from lib.config import GenerateConfig
 from lib.generation.worker import run_worker
 from lib.io import read_json, write_json
+from lib.processes import parent_death_hook
 from lib.seeding import torch_threads
 
 # Counts summed over ranks.
 SUMMED = ("total", "generated", "skipped", "regenerated", "dropped", "attempts", "padded",
-          "rejected_blank", "rejected_nsfw", "shards")  # fmt: skip
+          "rejected_blank", "rejected_nsfw", "shards", "repaired_shards",
+          "repaired_ids")  # fmt: skip
 
 
 def run_workers(cfg: GenerateConfig) -> list[dict[str, Any]]:
@@ -71,11 +73,7 @@ def launch(cfg: GenerateConfig) -> list[dict[str, Any]]:
     """Run ``cfg.nproc`` workers under torchrun; their summaries, by rank."""
     with tempfile.TemporaryDirectory(prefix="synthscale-generate-") as tmp:
         cfg_file = write_json(Path(tmp) / "config.json", cfg.as_params())
-        cmd = [
-            sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={cfg.nproc}", "-m", "lib.generation",
-            "--config", str(cfg_file), "--summary-dir", tmp,
-        ]  # fmt: skip
+        cmd = torchrun_command(cfg.nproc, cfg_file, Path(tmp))
         env = {**os.environ, paths.ROOT_ENV: str(cfg.root)}
         code, tail = _stream(cmd, env, cfg.root)
         if code != 0:
@@ -89,15 +87,26 @@ def launch(cfg: GenerateConfig) -> list[dict[str, Any]]:
     return ranks
 
 
+def torchrun_command(nproc: int, cfg_file: Path, summary_dir: Path) -> list[str]:
+    """The command that runs ``nproc`` generation workers with the flat config ``cfg_file``,
+    each writing its summary to ``summary_dir``."""
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc-per-node={nproc}", "-m", "lib.generation",
+        "--config", str(cfg_file), "--summary-dir", str(summary_dir),
+    ]  # fmt: skip
+
+
 def _stream(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
     """Run ``cmd``, relaying its output (progress bars included) to our stdout as it comes.
 
-    Returns the exit code and the last few kB of output (for the error message).
+    Returns the exit code and the last few kB of output (for the error message). torchrun
+    dies with this process (:func:`lib.processes.parent_death_hook`), and its workers with it.
     """
     tail: collections.deque[str] = collections.deque(maxlen=64)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     with subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT) as proc:
+                          stderr=subprocess.STDOUT, preexec_fn=parent_death_hook()) as proc:
         assert proc.stdout is not None
         while chunk := os.read(proc.stdout.fileno(), 1 << 14):
             text = decoder.decode(chunk)

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from lib.io import read_json, write_json, write_parquet
-from lib.shards import build_image_manifest, check_id, done_ids, dropped_records, image_ext
+from lib.shards import (
+    ShardError,
+    build_image_manifest,
+    check_id,
+    done_ids,
+    dropped_records,
+    image_ext,
+)
 
 if TYPE_CHECKING:
     from lib.generation.core import TextToImage
@@ -132,8 +139,14 @@ def check_run(out_dir: Path, params: dict[str, Any]) -> None:
         write_json(path, params)
 
 
-def check_done_match(out_dir: Path, table: pd.DataFrame, done: set[str]) -> None:
-    """Refuse to resume into a folder whose images belong to other ids or other prompts."""
+def check_done_match(
+    out_dir: Path, table: pd.DataFrame, done: set[str], rank: int = 0, world_size: int = 1
+) -> None:
+    """Refuse to resume into a folder whose images belong to other ids or other prompts.
+
+    The prompts of the shards ``rank`` owns are compared (together the ranks compare every
+    shard), so no rank reads a shard that another may be setting aside.
+    """
     if not done:
         return
     foreign = sorted(done - set(table["id"]))
@@ -143,8 +156,11 @@ def check_done_match(out_dir: Path, table: pd.DataFrame, done: set[str]) -> None
             f"{foreign[:3]}; use a new output folder instead of mixing runs"
         )
     stored = pd.concat(
-        [build_image_manifest(out_dir, allow_empty=True), pd.DataFrame(dropped_records(out_dir))]
+        [build_image_manifest(out_dir, allow_empty=True, rank=rank, world_size=world_size),
+         pd.DataFrame(dropped_records(out_dir, rank, world_size))]
     )
+    if stored.empty:  # nothing in this rank's share yet
+        return
     stored = stored.set_index("id").loc[:, list(_PROMPT_FIELDS)]
     wanted = table.set_index("id").loc[stored.index, list(_PROMPT_FIELDS)]
     wanted["class_id"] = [jsonable(v) for v in wanted["class_id"]]
@@ -167,12 +183,18 @@ def write_manifests_if_done(out_dir: Path, table: pd.DataFrame) -> Path | None:
     Whichever rank completes the set writes them. No collective barrier: ranks finish hours
     apart on resumes, past any barrier timeout. Each rank publishes its markers before
     checking, so the last to finish sees them all; concurrent writers produce identical
-    content and the writes are atomic.
+    content and the writes are atomic. A damaged shard of another rank (not yet set aside by
+    its owner, which writes the manifests when it finishes) leaves them unwritten.
     """
     if not set(table["id"]) <= done_ids(out_dir):
         return None
+    try:
+        manifest = build_image_manifest(out_dir)
+    except ShardError as err:
+        print(f"[generate] not writing the manifest yet: {err}")
+        return None
     write_parquet(out_dir / "dropped.parquet", dropped_table(out_dir))
-    return write_parquet(out_dir / "manifest.parquet", build_image_manifest(out_dir))
+    return write_parquet(out_dir / "manifest.parquet", manifest)
 
 
 def dropped_table(out_dir: str | os.PathLike) -> pd.DataFrame:

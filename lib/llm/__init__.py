@@ -9,6 +9,8 @@
 - :mod:`~lib.llm.cache`: the persistent answer cache every call goes through, and its
   JSONL export that the ``recorded`` backend replays.
 - :mod:`~lib.llm.requests`: the study's requests (senses, contexts, word2sen, styles).
+- :mod:`~lib.llm.coverage`: which classes the failed answers left without usable text, and
+  the ``disambiguate.max_missing_fraction`` rule that fails the stage past a share of them.
 
 The chat backends themselves (transformers, OpenAI-compatible HTTP, recorded) are in
 :mod:`lib.backends`.

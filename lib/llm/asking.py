@@ -4,9 +4,12 @@
 a :class:`~lib.llm.cache.CachedLLM`, so a rerun needs no LLM) and parses the answer
 (:mod:`lib.llm.parsing`). A malformed answer is retried with ``seed + 1``, ``seed + 2``,
 ...: every attempt has its own cache key, so a replay walks through exactly the same
-sequence. After the last attempt the answer is written to a
-:class:`~lib.llm.failures.FailureLog` and returned with ``failed=True`` and an empty value:
-never silently dropped, always countable. :func:`record` runs a list of :class:`Request`
+sequence. A replayed answer set that holds a malformed answer but not its retry
+(:class:`~lib.llm.cache.NotRecorded` on a retry) makes that attempt fail, like a malformed
+answer. After the last attempt the answer is written to a
+:class:`~lib.llm.failures.FailureLog` (with every attempt's reason and where the answers
+came from) and returned with ``failed=True`` and an empty value: never silently dropped,
+always countable. :func:`record` runs a list of :class:`Request`
 and writes exactly the calls they made, for the ``recorded`` backend to replay.
 """
 
@@ -16,11 +19,10 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lib.llm.cache import CachedLLM, LLMCache, export_jsonl, normalize_sampling
+from lib.llm.cache import CachedLLM, LLMCache, NotRecorded, export_jsonl, normalize_sampling
 from lib.llm.failures import FailureLog
 from lib.llm.parsing import MalformedAnswer, parse_answer
 from lib.llm.templates import render, task_spec
@@ -50,6 +52,22 @@ def _sampling(spec: dict, sampling: Mapping[str, Any], task: str) -> dict[str, A
     return merged
 
 
+def _failure(llm: Any, task: str, fields: Mapping[str, Any], n: int, sampling: dict,
+             answer: Answer, source: str) -> dict[str, Any]:
+    """The failure log's record of ``answer``: the request, every response, every reason."""
+    return {
+        "task": task,
+        "fields": dict(fields),
+        "n": n,
+        "model": getattr(llm, "model_id", None),
+        "source": source,
+        "sampling": sampling,
+        "attempts": answer.attempts,
+        "raw": answer.raw,
+        "reason": answer.reason,
+    }
+
+
 def ask(
     llm: Any,
     task: str,
@@ -65,9 +83,11 @@ def ask(
 
     ``sampling`` overrides the task's defaults and must hold the seed. Attempt ``i`` (from
     0) uses ``seed + i``; at temperature 0 a deterministic model would repeat itself, which
-    is why the shipped tasks sample. Errors of the backend itself (no server, no recorded
-    answer) are not malformed answers and propagate. ``templates`` defaults to the shipped
-    request templates (:func:`~lib.llm.templates.load_templates`).
+    is why the shipped tasks sample. Errors of the backend itself (no server, a request the
+    recorded set never held) are not malformed answers and propagate; only a retry the
+    recorded set lacks (:class:`~lib.llm.cache.NotRecorded` after the first attempt) counts
+    as a failed attempt. ``templates`` defaults to the shipped request templates
+    (:func:`~lib.llm.templates.load_templates`).
     """
     spec = task_spec(task, templates)
     if not isinstance(n, int) or n < 1:
@@ -78,10 +98,19 @@ def ask(
         raise KeyError(f"LLM task {task!r}: pass n as ask(..., n=...), not as a field")
     base = _sampling(spec, sampling, task)
     messages = render(task, templates=templates, **fields, n=n)
+    source = str(getattr(llm, "source", "live"))
     raw: list[str] = []
     reasons: list[str] = []
     for attempt in range(max_retries + 1):
-        text = llm.chat(messages, **{**base, "seed": base["seed"] + attempt})
+        seed = base["seed"] + attempt
+        try:
+            text = llm.chat(messages, **{**base, "seed": seed})
+        except NotRecorded:
+            if attempt == 0:
+                raise  # the recorded set does not hold this request at all
+            reasons.append(f"attempt {attempt + 1}: no {source} answer for retry seed {seed} "
+                           "(the set holds the malformed answer, not its retry)")
+            continue
         raw.append(text)
         try:
             value = parse_answer(spec["schema"], text, n)
@@ -89,21 +118,10 @@ def ask(
             reasons.append(f"attempt {attempt + 1}: {e}")
             continue
         return Answer(value=value, attempts=attempt + 1, failed=False, raw=raw)
-    answer = Answer(value=[], attempts=len(raw), failed=True, raw=raw, reason="; ".join(reasons))
+    answer = Answer(value=[], attempts=max_retries + 1, failed=True, raw=raw,
+                    reason="; ".join(reasons))
     if failures is not None:
-        failures.record(
-            {
-                "task": task,
-                "fields": dict(fields),
-                "n": n,
-                "model": getattr(llm, "model_id", None),
-                "sampling": base,
-                "attempts": answer.attempts,
-                "raw": raw,
-                "reason": answer.reason,
-                "time": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-        )
+        failures.record(_failure(llm, task, fields, n, base, answer, source))
     return answer
 
 

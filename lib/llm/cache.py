@@ -67,6 +67,18 @@ def cache_key(model: str, messages: list[dict], sampling: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+class NotRecorded(KeyError):
+    """A replayed answer set holds no answer for a request (model, messages, sampling).
+
+    :func:`lib.llm.asking.ask` lets it propagate on a request's first attempt (the set does
+    not match the study's requests: a configuration error to fix) and counts it as a failed
+    attempt on a retry (the set holds a malformed answer but no retry of it).
+    """
+
+    def __str__(self) -> str:  # the message itself, not KeyError's quoted repr
+        return str(self.args[0]) if self.args else ""
+
+
 class LLMCache:
     """Records by key in an sqlite file; one connection per process, opened lazily."""
 

@@ -62,6 +62,8 @@ from lib.nn.schedule import warmup_cosine_lr
 from lib.seeding import seed_for, seeded, torch_threads
 
 PREDICTION_TYPES = ("v_prediction", "epsilon", "sample")
+# Returned metrics left out of training.json: wall-clock timings and this machine's path.
+_NOT_RECORDED = ("steps_per_s", "train_seconds", "encode_seconds", "folder")
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -108,7 +110,9 @@ def train_mini_t2i(
     by ``seed_for(seed, ...)``: the same seed gives the same weights bit for bit on CPU.
 
     The pipeline (UNet, DDIM scheduler, MiniLM and tokenizer) is saved to ``folder``
-    atomically (written next to it, then renamed), with the metrics in ``training.json``.
+    atomically (written next to it, then renamed), with the losses and the metrics in
+    ``training.json``, less the timings and the folder (the same run writes the same bytes,
+    wherever it runs: the timings are in the returned metrics only).
     With ``checkpoint_every``, the training state is saved to ``<folder>.ckpt`` every that
     many steps and a later call with the same arguments resumes from it (the result equals an
     uninterrupted run); ``stop_at`` ends the call after that many steps, leaving the
@@ -298,7 +302,7 @@ def _train(
     if tmp.exists():
         shutil.rmtree(tmp)
     pipe.save_pretrained(tmp)
-    record = {**metrics, "losses": losses}
+    record = {**{k: v for k, v in metrics.items() if k not in _NOT_RECORDED}, "losses": losses}
     (tmp / "training.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     replace_dir(tmp, folder)
     ckpt.unlink(missing_ok=True)

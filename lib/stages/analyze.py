@@ -16,7 +16,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lib import plots
+from lib import plots, provenance
 from lib.analysis.recognizability import judge_checkpoint, recognizability
 from lib.analysis.sweep import grid_runs, grid_table, headline, summary_table
 from lib.config import AnalyzeConfig
@@ -28,6 +28,7 @@ from lib.plots.tables import lookalike_table
 
 
 def run(cfg: AnalyzeConfig) -> dict[str, Any]:
+    inputs = provenance.begin(cfg, "analyze")
     classes = pd.read_parquet(cfg.path("classes") / "classes.parquet")
     images = pd.read_parquet(cfg.path("classes") / "images.parquet")
     judge, judge_name = judge_checkpoint(cfg.path("sweep"), cfg.path("train"))
@@ -70,6 +71,7 @@ def run(cfg: AnalyzeConfig) -> dict[str, Any]:
                "classes_without_synthetic": int((table["num_synthetic"] == 0).sum()),
                **headline(grid, len(runs))}
     write_metrics(cfg.path("metrics"), "headline", metrics)
+    provenance.finish(cfg, "analyze", inputs)
     candidates = pd.read_parquet(cfg.path("disambiguate") / "candidates.parquet")
     return {"table": table, "recognizability": rec, "figures": figures, "metrics": metrics,
             "grid": grid, "grid_runs": runs, "summary": summary_table(grid),

@@ -1,4 +1,5 @@
-"""Stage ``classes``: the label set of the profile and the manifests of the real splits."""
+"""Stage ``classes``: the label set of the profile and the manifests of the real splits
+(``images.parquet``: id, path, class, label, split and the sha256 of each image)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from lib import classsets, data
+from lib import classsets, data, provenance
 from lib.config import ClassesConfig
 from lib.io import write_json, write_parquet
 from lib.metrics import write_metrics
@@ -41,6 +42,7 @@ def restrict(classes: pd.DataFrame, images: pd.DataFrame, keep, subset: str):
 
 
 def run(cfg: ClassesConfig) -> dict[str, Any]:
+    inputs = provenance.begin(cfg, "classes")
     for name in cfg.ood:
         if name not in data.CORRUPTIONS:
             raise ValueError(
@@ -60,6 +62,9 @@ def run(cfg: ClassesConfig) -> dict[str, Any]:
     if classes.empty:
         raise ValueError(f"{dataset} holds no classes")
     classes = with_wordnet(classes)
+    # Contents, not only paths: a changed image changes this stage's outputs (DVC re-runs
+    # what was trained on it).
+    images["sha256"] = data.file_digests(images["path"].tolist(), cfg.root)
     out = cfg.path("classes")
     write_parquet(out / "classes.parquet", classes)
     write_parquet(out / "images.parquet", images)
@@ -68,4 +73,7 @@ def run(cfg: ClassesConfig) -> dict[str, Any]:
     metrics = {"num_classes": len(classes), "num_train": counts.get("train", 0),
                "num_val": counts.get("val", 0), "num_ood_sets": len(cfg.ood)}
     write_metrics(cfg.path("metrics"), "classes", metrics)
+    # the images' contents too: a run of other data is not this one
+    content = {"images": provenance.digest(images[["image_id", "sha256"]].values.tolist())}
+    provenance.finish(cfg, "classes", inputs, content=content)
     return {"classes": classes, "images": images, "metrics": metrics}

@@ -11,13 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-import torch
 from PIL import Image
 
-from lib import clip_train, shards
+from lib import clip_train, provenance, shards
 from lib.choices import ClipSource, values
 from lib.config import ClipConfig
-from lib.io import atomic_path, write_json
+from lib.io import write_json, write_torch
 from lib.metrics import write_curve, write_metrics
 
 SOURCES = values(ClipSource)
@@ -45,6 +44,7 @@ def run(cfg: ClipConfig) -> dict[str, Any]:
     unknown = [s for s in cfg.sources if s not in SOURCES]
     if unknown or not cfg.sources:
         raise ValueError(f"clip.sources: unknown {unknown or cfg.sources}; valid: {', '.join(SOURCES)}")
+    inputs = provenance.begin(cfg, "clip")
     images = pd.read_parquet(cfg.path("classes") / "images.parquet")
     names = pd.read_parquet(cfg.path("disambiguate") / "prompt_names.parquet")
     real = _real_pairs(cfg, images, names, "train")
@@ -74,10 +74,10 @@ def run(cfg: ClipConfig) -> dict[str, Any]:
         results[source] = clip_train.zero_shot(net, eval_tf, tok, val_ims, val_labels, classnames,
                                                device)
         results[source]["num_pairs"] = len(ims)
-        with atomic_path(out / f"clip-{source}.pt") as tmp:
-            torch.save(net.state_dict(), tmp)
+        write_torch(out / f"clip-{source}.pt", net.state_dict())
     write_json(out / "zero_shot.json", results)
     write_curve(cfg.path("metrics"), "clip_history", curves)
     metrics = {"zero_shot_top1": {k: v["top1"] for k, v in results.items()}}
     write_metrics(cfg.path("metrics"), "clip", metrics)
+    provenance.finish(cfg, "clip", inputs)
     return {"results": results, "history": pd.DataFrame(curves), "metrics": metrics}

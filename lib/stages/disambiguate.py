@@ -11,7 +11,13 @@ class names CLIP picks.
 The LLM requests themselves are :func:`lib.llm.requests.study_requests`.
 
 Every LLM call goes through the persistent cache (``llm_cache``); malformed answers are
-retried ``max_retries`` times, then logged to ``failures.jsonl`` and counted in the metrics.
+retried ``max_retries`` times, then logged to ``failures.jsonl`` and counted in the metrics
+(``failed.<task>``; ``classes_without_text.<task>``: classes left with no usable text). The
+stage fails, before scoring anything, when for some LLM task the share of classes without
+usable text exceeds ``max_missing_fraction`` (default 0.0: none may lack text), naming the
+tasks and classes (lib/llm/coverage.py); the cache keeps every answer for the rerun.
+The ``openai`` backend waits ``llm_timeout`` seconds per request and re-sends
+``llm_http_retries`` times after HTTP 5xx/429, a timeout or a dropped connection.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from lib import disambiguate as dis
+from lib import provenance
 from lib.backends.captioner import create_captioner
 from lib.backends.clip import create_clip
 from lib.backends.llm import create_llm
@@ -32,6 +39,7 @@ from lib.config import DisambiguateConfig
 from lib.io import write_parquet
 from lib.llm.asking import ask
 from lib.llm.cache import CachedLLM, LLMCache
+from lib.llm.coverage import LLM_TASKS, check_missing, classes_without_text
 from lib.llm.failures import FailureLog
 from lib.llm.requests import study_requests
 from lib.metrics import write_metrics
@@ -43,7 +51,8 @@ MODES = ("clip", "generate")
 def make_llm(cfg: DisambiguateConfig) -> CachedLLM:
     """The configured chat backend behind the persistent answer cache."""
     if cfg.llm_backend == "openai":
-        kwargs: dict[str, Any] = {"model": cfg.llm_model, "base_url": cfg.llm_base_url}
+        kwargs: dict[str, Any] = {"model": cfg.llm_model, "base_url": cfg.llm_base_url,
+                                  "timeout": cfg.llm_timeout, "retries": cfg.llm_http_retries}
     elif cfg.llm_backend == "recorded":
         if not cfg.llm_recorded:
             raise ValueError("disambiguate.llm_backend=recorded needs llm_recorded (a JSONL file)")
@@ -68,6 +77,22 @@ def ask_all(cfg: DisambiguateConfig, classes: pd.DataFrame, llm: CachedLLM,
             rows.append((r.task, class_id, axis, -1, "", True))
         rows += [(r.task, class_id, axis, i, t, False) for i, t in enumerate(answer.value)]
     return pd.DataFrame(rows, columns=["task", "class_id", "axis", "index", "text", "failed"])
+
+
+def checked_answers(cfg: DisambiguateConfig, classes: pd.DataFrame, llm: CachedLLM,
+                    failures: FailureLog) -> tuple[pd.DataFrame, dict[str, int]]:
+    """:func:`ask_all`, then fail past ``max_missing_fraction`` (lib/llm/coverage.py).
+
+    Returns the answers and, per LLM task, the number of classes left without usable text.
+    """
+    answers = ask_all(cfg, classes, llm, failures)
+    missing = classes_without_text(answers, classes["class_id"].tolist())
+    if failures.count():
+        print(f"[disambiguate] {failures.count()} LLM answer(s) stayed malformed after "
+              f"{cfg.max_retries} retries; logged in {failures.path}")
+    check_missing(missing, dict(zip(classes["class_id"], classes["name"])),
+                  cfg.max_missing_fraction, failures.path)
+    return answers, {t: len(missing.get(t, [])) for t in LLM_TASKS}
 
 
 def real_images(cfg: DisambiguateConfig, images: pd.DataFrame, n: int) -> dict[str, list[Image.Image]]:
@@ -133,6 +158,7 @@ def captions(cfg: DisambiguateConfig, images: pd.DataFrame) -> pd.DataFrame:
 def run(cfg: DisambiguateConfig) -> dict[str, Any]:
     if cfg.mode not in MODES:
         raise ValueError(f"disambiguate.mode={cfg.mode!r}; valid: {', '.join(MODES)}")
+    inputs = provenance.begin(cfg, "disambiguate")
     classes = pd.read_parquet(cfg.path("classes") / "classes.parquet")
     images = pd.read_parquet(cfg.path("classes") / "images.parquet")
     if classes.empty:
@@ -141,7 +167,7 @@ def run(cfg: DisambiguateConfig) -> dict[str, Any]:
     failures = FailureLog(out / "failures.jsonl")
     failures.clear()
     llm = make_llm(cfg)
-    answers = ask_all(cfg, classes, llm, failures)
+    answers, without_text = checked_answers(cfg, classes, llm, failures)
     per_class = real_images(cfg, images, cfg.images_per_class)
     missing = sorted(set(classes["class_id"]) - set(per_class))
     if missing:
@@ -168,8 +194,10 @@ def run(cfg: DisambiguateConfig) -> dict[str, Any]:
         "failed": {t: int(failed.get(t, 0)) for t in ("senses", "contexts", "styles",
                                                       "word2sen", "captions")},
         "llm_failures_logged": failures.count(),
+        "classes_without_text": without_text,
     }
     write_metrics(cfg.path("metrics"), "disambiguate", metrics)
+    provenance.finish(cfg, "disambiguate", inputs)
     llm_use = {"cache_hits": llm.hits, "llm_calls": llm.misses}  # varies with the cache: not a metric
     return {"candidates": table, "prompt_names": names, "texts": texts, "metrics": metrics,
             "llm": llm_use}

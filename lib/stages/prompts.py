@@ -13,7 +13,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lib import diversity, plots, prompts
+from lib import diversity, plots, prompts, provenance
 from lib.config import PromptsConfig
 from lib.io import write_parquet
 from lib.metrics import write_metrics
@@ -43,6 +43,7 @@ def class_texts(names: pd.DataFrame, texts: pd.DataFrame) -> dict[str, prompts.C
 
 def run(cfg: PromptsConfig) -> dict[str, Any]:
     prompts.check_strategies(cfg.strategies)
+    inputs = provenance.begin(cfg, "prompts")
     names = pd.read_parquet(cfg.path("disambiguate") / "prompt_names.parquet")
     texts = pd.read_parquet(cfg.path("disambiguate") / "texts.parquet")
     images = pd.read_parquet(cfg.path("classes") / "images.parquet")
@@ -72,4 +73,5 @@ def run(cfg: PromptsConfig) -> dict[str, Any]:
         "distinct_2": by_strategy["distinct_2"].round(6).to_dict(),
     }
     write_metrics(cfg.path("metrics"), "prompts", metrics)
+    provenance.finish(cfg, "prompts", inputs)
     return {"manifest": manifest, "diversity": table, "figure": figure, "metrics": metrics}

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lib import zoo
+from lib import provenance, zoo
 from lib.choices import ZooBuild, values
 from lib.config import ZooConfig
 from lib.io import write_json
@@ -79,6 +79,7 @@ def split_summary(summary: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 
 
 def run(cfg: ZooConfig) -> dict[str, Any]:
+    inputs = provenance.begin(cfg, "zoo")
     out = cfg.path("zoo")
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {}
@@ -98,4 +99,5 @@ def run(cfg: ZooConfig) -> dict[str, Any]:
             "settings": settings}
     write_json(out / "zoo.json", info)
     write_metrics(cfg.path("metrics"), "zoo", metrics)
+    provenance.finish(cfg, "zoo", inputs)
     return {**info, "metrics": metrics}

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from lib.io import atomic_path
+from lib.io import write_torch
 from lib.nn.aux_norm import strip_aux
 from lib.nn.schedule import lr_factor
 from lib.training.distributed import is_main_process
-from lib.training.history import HistoryWindow
+from lib.training.history import HistoryWindow, without_timings
 from lib.training.recipe import RunConfig, param_groups
 
 
@@ -102,7 +102,7 @@ class RunState:
             scheduler.load_state_dict(state["scheduler"])
             if run.scaler.is_enabled() and state.get("scaler"):
                 run.scaler.load_state_dict(state["scaler"])
-            run.step, run.history = state["step"], state["history"]
+            run.step, run.history = state["step"], without_timings(state["history"])
             run.window = HistoryWindow(state["window"])
         return run
 
@@ -140,5 +140,4 @@ def _load_resume(
 
 
 def _save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_torch(path, state)

@@ -28,6 +28,7 @@ from lib.training.checkpoints import save_checkpoint
 from lib.training.datasets import ImageArrayDataset
 from lib.training.distributed import is_main_process
 from lib.training.evaluation import evaluate
+from lib.training.history import Throughput
 from lib.training.inputs import TrainingInputs, load_inputs
 from lib.training.loop import train_classifier
 from lib.training.recipe import steps_for_epochs
@@ -36,11 +37,17 @@ _BAD_COLUMNS = ["set", "name", "error"]
 
 
 def train_and_evaluate(cfg: TrainConfig, out: Path, metrics_path: Path, history_path: Path,
-                       extra_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+                       extra_metrics: dict[str, Any] | None = None,
+                       report_throughput: bool = False) -> dict[str, Any]:
     """Train and evaluate the run ``cfg``; write the checkpoint and tables to ``out``, the
     flat metrics (after ``extra_metrics``) to ``metrics_path`` and the curve to
     ``history_path``. Returns the history, every set's evaluation, the per-class table, the
-    metrics and the unreadable images skipped."""
+    metrics and the unreadable images skipped.
+
+    Nothing written holds a timing, so the same run writes the same bytes; with
+    ``report_throughput`` the metrics also get ``throughput`` (steps timed, images/s, data
+    share: :class:`~lib.training.history.Throughput`), for a metrics file that DVC does not
+    track as an output (the ``train`` stage's, not a sweep run's ``metrics.json``)."""
     classes = pd.read_parquet(cfg.path("classes") / "classes.parquet")
     images = pd.read_parquet(cfg.path("classes") / "images.parquet")
     ood = read_json(cfg.path("classes") / "ood.json")["corruptions"]
@@ -57,7 +64,8 @@ def train_and_evaluate(cfg: TrainConfig, out: Path, metrics_path: Path, history_
     )
     n_cls = len(classes)
     model = _new_model(cfg, n_cls)
-    steps, history = _train(cfg, model, inputs, out)
+    meter = Throughput()
+    steps, history = _train(cfg, model, inputs, out, meter)
     save_checkpoint(model, out / "model.pt", {"arch": cfg.arch, "num_classes": n_cls,
                                               "in_chans": cfg.channels, "aux_norm": cfg.aux_norm,
                                               "image_size": cfg.image_size})
@@ -66,6 +74,8 @@ def train_and_evaluate(cfg: TrainConfig, out: Path, metrics_path: Path, history_
                               "name": classes["name"],
                               **{k: v["per_class"] for k, v in evals.items()}})
     metrics = _metrics(cfg, inputs, evals, steps, extra_metrics)
+    if report_throughput:
+        metrics["throughput"] = meter.summary()
     if is_main_process():  # under torchrun, rank 0 writes
         with atomic_path(out / "per_class.csv") as tmp:
             per_class.to_csv(tmp, index=False)
@@ -87,9 +97,10 @@ def _new_model(cfg: TrainConfig, n_cls: int) -> nn.Module:
                                  in_chans=cfg.channels, aux_norm=cfg.aux_norm)
 
 
-def _train(cfg: TrainConfig, model: nn.Module, inputs: TrainingInputs, out: Path
-           ) -> tuple[int, list[dict[str, Any]]]:
-    """Train ``model`` in place (resumable from ``out/state.pt``); the steps and history."""
+def _train(cfg: TrainConfig, model: nn.Module, inputs: TrainingInputs, out: Path,
+           meter: Throughput) -> tuple[int, list[dict[str, Any]]]:
+    """Train ``model`` in place (resumable from ``out/state.pt``), timed in ``meter``; the
+    steps and history."""
     real, synthetic = inputs.real, inputs.synthetic
     fraction = cfg.synthetic_fraction if synthetic is not None else 0.0
     steps = cfg.steps if cfg.epochs is None else steps_for_epochs(
@@ -105,7 +116,7 @@ def _train(cfg: TrainConfig, model: nn.Module, inputs: TrainingInputs, out: Path
         device=cfg.common.device, log_every=max(1, steps // 20),
         checkpoint_path=out / "state.pt", checkpoint_every=cfg.checkpoint_every,
         progress=cfg.common.progress, amp=cfg.amp or False, channels_last=cfg.channels_last,
-        sync_bn=cfg.sync_bn,
+        sync_bn=cfg.sync_bn, throughput=meter,
     )
     return steps, history
 

@@ -20,6 +20,10 @@ and -A are scored on.
 
 Unreadable or corrupt images (real train, real val, evaluation sets, synthetic) are skipped
 and listed; more than ``max_bad_fraction`` of a set is an error naming the first bad files.
+The generated images are read only from a folder that :func:`lib.shards.verify` finds intact
+(every shard as its marker describes it, the manifest in agreement): a damaged shard fails
+the run naming the folder, the shards and their ids, and says to rerun the generate stage,
+which repairs it. A run never trains silently on fewer images than the manifest lists.
 """
 
 from __future__ import annotations
@@ -190,6 +194,24 @@ def _cached_shards(folder: str, files: tuple[tuple[str, int, int], ...]
     return {s["id"]: s for s in shards.iter_samples(folder, decode=False)}
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_verify(folder: str, files: tuple[tuple[str, int, int], ...]) -> shards.VerifyReport:
+    return shards.verify(folder)
+
+
+def _check_generated(folder: Path) -> None:
+    """Refuse a generation folder that :func:`lib.shards.verify` does not find intact; the
+    check is memoised per process by the identity of the folder's shard files and manifest."""
+    files = [*sorted(folder.glob("shard-*")), folder / shards.MANIFEST]
+    report = _cached_verify(str(folder), tuple(_file_key(p) for p in files))
+    if not report.ok:
+        raise ValueError(
+            f"the generated images under {folder} cannot be trusted ({len(report.damaged)} "
+            f"damaged shards, {len(report.damaged_ids)} ids affected); no run trains on less "
+            f"than the manifest lists:\n{report.describe()}"
+        )
+
+
 def _shard_samples(folder: Path) -> dict[str, dict[str, Any]]:
     """Every stored sample of the completed shards under ``folder`` (id -> sample, not
     decoded), memoised per process by the shards' identity."""
@@ -277,6 +299,7 @@ def _synthetic_set(classes: pd.DataFrame, real_counts: dict[int, int],
                    max_bad_fraction: float) -> tuple[np.ndarray, np.ndarray, int]:
     """The synthetic images used, their labels, and the shortfall against the multiplier."""
     label_of = dict(zip(classes["class_id"], classes["label"]))
+    _check_generated(generate_dir)
     samples = _shard_samples(generate_dir)
     if not samples:
         raise ValueError(f"no generated images under {generate_dir}")

@@ -39,7 +39,7 @@ from lib.training.distributed import (
     rank_step_seed,
     same_on_all_ranks,
 )
-from lib.training.history import HistoryWindow
+from lib.training.history import HistoryWindow, Throughput
 from lib.training.recipe import RunConfig, check_run
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
@@ -72,6 +72,7 @@ def train_classifier(
     checkpoint_path: str | os.PathLike | None = None,
     checkpoint_every: int = 0,
     progress: bool = True,
+    throughput: Throughput | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place on batches mixing real and synthetic images; return history.
 
@@ -91,8 +92,7 @@ def train_classifier(
     Under ``torchrun`` (``WORLD_SIZE > 1``) the run is data-parallel (see
     :mod:`lib.training.distributed`): ``batch_size`` is the global batch, ``device="cuda"``
     means each process's ``cuda:LOCAL_RANK``, only rank 0 writes the checkpoint, and every
-    process returns the same history (but for its own timings) and ends with the same weights
-    and buffers (rank 0's). The process group stays initialised for
+    process returns the same history and ends with the same weights and buffers (rank 0's). The process group stays initialised for
     :func:`lib.training.evaluation.evaluate`.
 
     With ``checkpoint_path``, the model, optimizer, scheduler, step and history are saved
@@ -101,9 +101,10 @@ def train_classifier(
     checkpoint from a run with other settings is refused.
 
     History rows (every ``log_every`` steps and the last): step, loss, loss_real,
-    loss_synthetic (means over the rows' steps; None when that domain was absent), lr,
-    images_per_s (global), data_share (share of wall time spent assembling batches, on
-    rank 0).
+    loss_synthetic, acc_real, acc_synthetic (means over the rows' steps; None when that
+    domain was absent), lr. They hold no timing, nor does the checkpoint: the same run writes
+    the same bytes. Pass a :class:`~lib.training.history.Throughput` as ``throughput`` to
+    measure the steps run here (images/s, the share of time spent assembling batches).
     """
     cfg = RunConfig(
         steps=steps,
@@ -140,7 +141,8 @@ def train_classifier(
             net = data_parallel(model, dev, cfg, aux)
         try:
             _train_loop(run, net, real, synthetic, dev, fmt, info, aux, amp_dtype,
-                        log_every, checkpoint_path, checkpoint_every, progress)
+                        log_every, checkpoint_path, checkpoint_every, progress,
+                        throughput or Throughput())
         finally:
             if aux:
                 set_synthetic_mask(model, None)
@@ -176,11 +178,14 @@ def _train_loop(
     checkpoint_path: str | os.PathLike | None,
     checkpoint_every: int,
     progress: bool,
+    throughput: Throughput,
 ) -> None:
-    """Steps ``run.step`` .. ``cfg.steps`` of :func:`train_classifier`."""
+    """Steps ``run.step`` .. ``cfg.steps`` of :func:`train_classifier`, timed in
+    ``throughput``."""
     cfg, steps, seed = run.cfg, run.cfg.steps, run.cfg.seed
     bar = tqdm(total=steps, initial=run.step, disable=not progress or not info.is_main,
                desc="train", mininterval=1)
+    throughput.start()
     for step in range(run.step, steps):
         with torch.random.fork_rng(devices=_fork_devices(dev)):
             torch.manual_seed(seed_for(*rank_step_seed(seed, "forward", step, info)))
@@ -201,7 +206,8 @@ def _train_loop(
             dist.all_reduce(stats)
             stats = stats / info.world_size
         losses = [None if math.isnan(v) else v for v in stats.tolist()]
-        run.window.add(*losses, images=cfg.batch_size, data_s=data_s)
+        run.window.add(*losses)
+        throughput.add(cfg.batch_size, data_s)
         bar.update(1)
         bar.set_postfix(loss=f"{losses[0]:.4f}", refresh=False)
         run.step = step + 1
@@ -212,6 +218,7 @@ def _train_loop(
             run.step == steps or (checkpoint_every > 0 and run.step % checkpoint_every == 0)
         ):
             run.save(checkpoint_path)
+    throughput.stop()
     bar.close()
 
 
