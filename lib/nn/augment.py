@@ -80,20 +80,44 @@ def augment_batch(
     Operations run in the fixed order geometry (rrc, crop, flip as one resampling), then
     jitter, whatever the order of ``names``.
     """
+    return augment_batches(x, names, [gen])
+
+
+def augment_batches(
+    x: torch.Tensor, names: tuple[str, ...] | list[str], generators: list[torch.Generator]
+) -> torch.Tensor:
+    """:func:`augment_batch` of each of ``len(generators)`` equal parts of ``x`` (rows), part
+    ``k`` with ``generators[k]``, in one resampling: the values of separate calls, for the
+    runs of a training group (:mod:`lib.training.group_loop`)."""
     names = tuple(names)
     check_augment(names)
     if not names or len(x) == 0:
         return x
-    n = len(x)
-    theta = _affine(n, names, gen)
-    if theta is not None:
+    if len(x) % len(generators):
+        raise ValueError(f"{len(x)} samples cannot be split into {len(generators)} equal parts")
+    n = len(x) // len(generators)
+    draws = [_draws(n, names, gen) for gen in generators]  # each generator in the lone order
+    if draws[0][0] is not None:
+        theta = torch.cat([d[0] for d in draws])
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if "jitter" in names:
-        brightness = torch.empty(n, 1, 1, 1).uniform_(0.6, 1.4, generator=gen)
-        contrast = torch.empty(n, 1, 1, 1).uniform_(0.6, 1.4, generator=gen)
+        brightness = torch.cat([d[1] for d in draws])
+        contrast = torch.cat([d[2] for d in draws])
         img = (x + 1) / 2 * brightness  # to [0, 1], scale brightness
         mean = img.mean(dim=(1, 2, 3), keepdim=True)
         img = ((img - mean) * contrast + mean).clamp(0, 1)
         x = img * 2 - 1
     return x.contiguous()
+
+
+def _draws(n: int, names: tuple[str, ...], gen: torch.Generator
+           ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """One batch's random parameters, drawn in order: the affine matrices (None without a
+    geometric operation), then the jitter's brightness and contrast factors (None without)."""
+    theta = _affine(n, names, gen)
+    if "jitter" not in names:
+        return theta, None, None
+    brightness = torch.empty(n, 1, 1, 1).uniform_(0.6, 1.4, generator=gen)
+    contrast = torch.empty(n, 1, 1, 1).uniform_(0.6, 1.4, generator=gen)
+    return theta, brightness, contrast

@@ -20,7 +20,7 @@ from lib.training.recipe import RunConfig
 _ONE_PROCESS = DistInfo()  # the default share: everything
 
 
-def _draw_indices(cfg: RunConfig, step: int) -> tuple[np.ndarray, np.ndarray]:
+def draw_indices(cfg: RunConfig, step: int) -> tuple[np.ndarray, np.ndarray]:
     """The real and synthetic indices of ``step``; a pure function of (seed, step)."""
     rng = numpy_rng(cfg.seed, "batch", step)
     n_syn = cfg.n_synthetic_per_batch
@@ -35,7 +35,7 @@ def _rank_indices(
 ) -> tuple[np.ndarray, np.ndarray]:
     """This process's share of the step's indices: the ``rank``-th of ``world_size`` equal
     parts of the real indices and of the synthetic ones (all of them for one process)."""
-    real_idx, syn_idx = _draw_indices(cfg, step)
+    real_idx, syn_idx = draw_indices(cfg, step)
     if not info.enabled:
         return real_idx, syn_idx
     return (np.split(real_idx, info.world_size)[info.rank],

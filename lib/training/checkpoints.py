@@ -83,23 +83,15 @@ class RunState:
         scaler: torch.amp.GradScaler | None = None,
     ) -> RunState:
         """A fresh run, or the one saved at ``checkpoint_path`` when that file exists."""
-        groups = param_groups(model, cfg.weight_decay)
-        if cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                                        nesterov=cfg.momentum > 0)
-        else:
-            optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup_steps, cfg.schedule)
-        )
-        run = cls(model, optimizer, scheduler, cfg)
+        optimizer = new_optimizer(param_groups(model, cfg.weight_decay), cfg)
+        run = cls(model, optimizer, new_scheduler(optimizer, cfg), cfg)
         if scaler is not None:
             run.scaler = scaler
         state = None if checkpoint_path is None else _load_resume(checkpoint_path, cfg, device)
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+            run.scheduler.load_state_dict(state["scheduler"])
             if run.scaler.is_enabled() and state.get("scaler"):
                 run.scaler.load_state_dict(state["scaler"])
             run.step, run.history = state["step"], without_timings(state["history"])
@@ -120,6 +112,22 @@ class RunState:
                 "config": asdict(self.cfg),
             },
         )
+
+
+def new_optimizer(groups: list[dict[str, Any]], cfg: RunConfig) -> torch.optim.Optimizer:
+    """The run's optimizer over ``groups``: AdamW, or SGD with Nesterov momentum."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def new_scheduler(optimizer: torch.optim.Optimizer,
+                  cfg: RunConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """The run's learning-rate schedule: linear warmup, then cosine or constant."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup_steps, cfg.schedule)
+    )
 
 
 def _load_resume(

@@ -11,12 +11,16 @@ the checkpoint, the tables, the training curve and the metrics.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from lib import data
 from lib.backends.classifier import create_classifier
@@ -36,6 +40,15 @@ from lib.training.recipe import steps_for_epochs
 _BAD_COLUMNS = ["set", "name", "error"]
 
 
+@dataclass(frozen=True)
+class RunTables:
+    """The classes stage's tables a run reads: the classes, the images, the OOD corruptions."""
+
+    classes: pd.DataFrame
+    images: pd.DataFrame
+    ood: list[str]
+
+
 def train_and_evaluate(cfg: TrainConfig, out: Path, metrics_path: Path, history_path: Path,
                        extra_metrics: dict[str, Any] | None = None,
                        report_throughput: bool = False) -> dict[str, Any]:
@@ -48,46 +61,52 @@ def train_and_evaluate(cfg: TrainConfig, out: Path, metrics_path: Path, history_
     ``report_throughput`` the metrics also get ``throughput`` (steps timed, images/s, data
     share: :class:`~lib.training.history.Throughput`), for a metrics file that DVC does not
     track as an output (the ``train`` stage's, not a sweep run's ``metrics.json``)."""
-    classes = pd.read_parquet(cfg.path("classes") / "classes.parquet")
-    images = pd.read_parquet(cfg.path("classes") / "images.parquet")
-    ood = read_json(cfg.path("classes") / "ood.json")["corruptions"]
+    tables = read_tables(cfg)
+    inputs = run_inputs(cfg, tables)
+    n_cls = len(tables.classes)
+    model = new_model(cfg, n_cls)
+    meter = Throughput()
+    settings = training_settings(cfg, inputs)
+    history = train_classifier(
+        model, inputs.real, inputs.synthetic, **settings, device=cfg.common.device,
+        log_every=max(1, settings["steps"] // 20), checkpoint_path=out / "state.pt",
+        checkpoint_every=cfg.checkpoint_every, progress=cfg.common.progress,
+        amp=cfg.amp or False, channels_last=cfg.channels_last, sync_bn=cfg.sync_bn,
+        throughput=meter,
+    )
+    save_model(cfg, model, out, n_cls)
+    evals = {name: evaluate(model, ds, n_cls, device=cfg.common.device, class_mask=mask)
+             for name, (ds, mask) in evaluation_sets(cfg, inputs, tables.ood).items()}
+    return finish_run(cfg, tables, inputs, evals, settings["steps"], history,
+                      out=out, metrics_path=metrics_path, history_path=history_path,
+                      extra_metrics=extra_metrics,
+                      throughput=meter.summary() if report_throughput else None)
+
+
+def read_tables(cfg: TrainConfig) -> RunTables:
+    """The classes stage's tables under ``cfg``'s classes folder."""
+    folder = cfg.path("classes")
+    return RunTables(pd.read_parquet(folder / "classes.parquet"),
+                     pd.read_parquet(folder / "images.parquet"),
+                     read_json(folder / "ood.json")["corruptions"])
+
+
+def run_inputs(cfg: TrainConfig, tables: RunTables) -> TrainingInputs:
+    """The images the run ``cfg`` trains and is evaluated on (:func:`load_inputs`)."""
     if cfg.real_fraction == 0 and cfg.aux_norm:
         raise ValueError("real_fraction=0 (synthetic-only): aux_norm must be false, there "
                          "are no real images for the main norm")
-    inputs = load_inputs(
-        classes, images, root=cfg.root, generate_dir=cfg.path("generate"),
+    return load_inputs(
+        tables.classes, tables.images, root=cfg.root, generate_dir=cfg.path("generate"),
         data_dir=cfg.path("data"), image_size=cfg.image_size, channels=cfg.channels,
         seed=cfg.common.seed, real_fraction=cfg.real_fraction, real_per_class=cfg.real_per_class,
         use_synthetic=cfg.use_synthetic, synthetic_fraction=cfg.synthetic_fraction,
         synthetic_strategy=cfg.synthetic_strategy, synthetic_multiplier=cfg.synthetic_multiplier,
         eval_sets=cfg.eval_sets, max_bad_fraction=cfg.max_bad_fraction,
     )
-    n_cls = len(classes)
-    model = _new_model(cfg, n_cls)
-    meter = Throughput()
-    steps, history = _train(cfg, model, inputs, out, meter)
-    save_checkpoint(model, out / "model.pt", {"arch": cfg.arch, "num_classes": n_cls,
-                                              "in_chans": cfg.channels, "aux_norm": cfg.aux_norm,
-                                              "image_size": cfg.image_size})
-    evals = _evaluate(cfg, model, inputs, ood, n_cls)
-    per_class = pd.DataFrame({"label": classes["label"], "class_id": classes["class_id"],
-                              "name": classes["name"],
-                              **{k: v["per_class"] for k, v in evals.items()}})
-    metrics = _metrics(cfg, inputs, evals, steps, extra_metrics)
-    if report_throughput:
-        metrics["throughput"] = meter.summary()
-    if is_main_process():  # under torchrun, rank 0 writes
-        with atomic_path(out / "per_class.csv") as tmp:
-            per_class.to_csv(tmp, index=False)
-        with atomic_path(out / "bad_images.csv") as tmp:
-            pd.DataFrame(inputs.bad_images, columns=_BAD_COLUMNS).to_csv(tmp, index=False)
-        write_curve(history_path.parent, history_path.stem, history)
-        write_metrics(metrics_path.parent, metrics_path.stem, metrics)
-    return {"history": pd.DataFrame(history), "evals": evals, "per_class": per_class,
-            "metrics": metrics, "bad_images": pd.DataFrame(inputs.bad_images, columns=_BAD_COLUMNS)}
 
 
-def _new_model(cfg: TrainConfig, n_cls: int) -> nn.Module:
+def new_model(cfg: TrainConfig, n_cls: int) -> nn.Module:
     """The run's untrained classifier."""
     # The initial weights come from torch's global generator: seed it per run (forked, so the
     # caller's stream is untouched), or two runs of the same settings would differ.
@@ -97,46 +116,73 @@ def _new_model(cfg: TrainConfig, n_cls: int) -> nn.Module:
                                  in_chans=cfg.channels, aux_norm=cfg.aux_norm)
 
 
-def _train(cfg: TrainConfig, model: nn.Module, inputs: TrainingInputs, out: Path,
-           meter: Throughput) -> tuple[int, list[dict[str, Any]]]:
-    """Train ``model`` in place (resumable from ``out/state.pt``), timed in ``meter``; the
-    steps and history."""
+def training_settings(cfg: TrainConfig, inputs: TrainingInputs) -> dict[str, Any]:
+    """The settings that define the run's training (the arguments of
+    :func:`~lib.training.loop.train_classifier` that :func:`~lib.training.loop.run_config`
+    takes): the steps (from ``epochs`` when set), batch, schedule, optimizer, seed, ..."""
     real, synthetic = inputs.real, inputs.synthetic
     fraction = cfg.synthetic_fraction if synthetic is not None else 0.0
     steps = cfg.steps if cfg.epochs is None else steps_for_epochs(
         cfg.epochs, cfg.epoch, n_real=len(real),
         n_synthetic=0 if synthetic is None else len(synthetic),
         batch_size=cfg.batch_size, synthetic_fraction=fraction)
-    history = train_classifier(
-        model, real, synthetic, steps=steps, batch_size=cfg.batch_size,
-        synthetic_fraction=fraction, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        label_smoothing=cfg.label_smoothing, synthetic_loss_weight=cfg.synthetic_loss_weight,
-        seed=cfg.common.seed, optimizer=cfg.optimizer, momentum=cfg.momentum,
-        schedule=cfg.schedule, warmup_fraction=cfg.warmup_fraction, augment=cfg.augment,
-        device=cfg.common.device, log_every=max(1, steps // 20),
-        checkpoint_path=out / "state.pt", checkpoint_every=cfg.checkpoint_every,
-        progress=cfg.common.progress, amp=cfg.amp or False, channels_last=cfg.channels_last,
-        sync_bn=cfg.sync_bn, throughput=meter,
-    )
-    return steps, history
+    return {"steps": steps, "batch_size": cfg.batch_size, "synthetic_fraction": fraction,
+            "lr": cfg.lr, "weight_decay": cfg.weight_decay,
+            "label_smoothing": cfg.label_smoothing,
+            "synthetic_loss_weight": cfg.synthetic_loss_weight, "seed": cfg.common.seed,
+            "optimizer": cfg.optimizer, "momentum": cfg.momentum, "schedule": cfg.schedule,
+            "warmup_fraction": cfg.warmup_fraction, "augment": cfg.augment}
 
 
-def _evaluate(cfg: TrainConfig, model: nn.Module, inputs: TrainingInputs, ood: list[str],
-              n_cls: int) -> dict[str, dict[str, Any]]:
-    """Metrics of real val, of each OOD corruption of it and of each evaluation set."""
-    seed, device = cfg.common.seed, cfg.common.device
+def save_model(cfg: TrainConfig, model: nn.Module, out: Path, n_cls: int) -> None:
+    """Write the trained classifier ``out/model.pt`` with its metadata."""
+    save_checkpoint(model, out / "model.pt", {"arch": cfg.arch, "num_classes": n_cls,
+                                              "in_chans": cfg.channels, "aux_norm": cfg.aux_norm,
+                                              "image_size": cfg.image_size})
+
+
+def evaluation_sets(cfg: TrainConfig, inputs: TrainingInputs, ood: list[str],
+                    corrupt: Callable[..., np.ndarray] = data.corrupt
+                    ) -> dict[str, tuple[Dataset, np.ndarray | None]]:
+    """What the run is evaluated on, in order, each with its class mask: real val, each OOD
+    corruption of it (``corrupt``: :func:`lib.data.corrupt` or a memoised equivalent) and
+    each evaluation set."""
+    seed = cfg.common.seed
     vx, vy, vids = inputs.val_images, inputs.val_labels, inputs.val_ids
 
     def dataset(arr: Any) -> ImageArrayDataset:
         return ImageArrayDataset(arr, vy, cfg.image_size, cfg.channels, synthetic=False)
 
-    evals = {"val": evaluate(model, dataset(vx), n_cls, device=device)}
+    sets: dict[str, tuple[Dataset, np.ndarray | None]] = {"val": (dataset(vx), None)}
     for name in ood:
-        evals[f"ood_{name}"] = evaluate(model, dataset(data.corrupt(vx, vids, name, seed)),
-                                        n_cls, device=device)
-    for name, (ds, mask) in inputs.eval_sets.items():
-        evals[name] = evaluate(model, ds, n_cls, device=device, class_mask=mask)
-    return evals
+        sets[f"ood_{name}"] = (dataset(corrupt(vx, vids, name, seed)), None)
+    sets.update(inputs.eval_sets)
+    return sets
+
+
+def finish_run(cfg: TrainConfig, tables: RunTables, inputs: TrainingInputs,
+               evals: dict[str, dict[str, Any]], steps: int, history: list[dict[str, Any]], *,
+               out: Path, metrics_path: Path, history_path: Path,
+               extra_metrics: dict[str, Any] | None = None,
+               throughput: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the run's per-class table, skipped images, curve and flat metrics (rank 0
+    under torchrun); return what :func:`train_and_evaluate` returns."""
+    classes = tables.classes
+    per_class = pd.DataFrame({"label": classes["label"], "class_id": classes["class_id"],
+                              "name": classes["name"],
+                              **{k: v["per_class"] for k, v in evals.items()}})
+    metrics = _metrics(cfg, inputs, evals, steps, extra_metrics)
+    if throughput is not None:
+        metrics["throughput"] = throughput
+    if is_main_process():  # under torchrun, rank 0 writes
+        with atomic_path(out / "per_class.csv") as tmp:
+            per_class.to_csv(tmp, index=False)
+        with atomic_path(out / "bad_images.csv") as tmp:
+            pd.DataFrame(inputs.bad_images, columns=_BAD_COLUMNS).to_csv(tmp, index=False)
+        write_curve(history_path.parent, history_path.stem, history)
+        write_metrics(metrics_path.parent, metrics_path.stem, metrics)
+    return {"history": pd.DataFrame(history), "evals": evals, "per_class": per_class,
+            "metrics": metrics, "bad_images": pd.DataFrame(inputs.bad_images, columns=_BAD_COLUMNS)}
 
 
 def _metrics(cfg: TrainConfig, inputs: TrainingInputs, evals: dict[str, dict[str, Any]],

@@ -106,25 +106,13 @@ def train_classifier(
     the same bytes. Pass a :class:`~lib.training.history.Throughput` as ``throughput`` to
     measure the steps run here (images/s, the share of time spent assembling batches).
     """
-    cfg = RunConfig(
-        steps=steps,
-        batch_size=batch_size,
-        synthetic_fraction=float(synthetic_fraction),
-        lr=float(lr),
-        weight_decay=float(weight_decay),
-        label_smoothing=float(label_smoothing),
-        synthetic_loss_weight=float(synthetic_loss_weight),
-        seed=int(seed),
-        n_real=len(real),
-        n_synthetic=0 if synthetic is None else len(synthetic),
-        optimizer=optimizer,
-        momentum=float(momentum),
-        schedule=schedule,
-        warmup_fraction=float(warmup_fraction),
-        augment=",".join(augment),
-    )
-    check_run(cfg, synthetic)
-    amp_dtype = _amp_dtype(amp)
+    cfg = run_config(real, synthetic, steps=steps, batch_size=batch_size,
+                     synthetic_fraction=synthetic_fraction, lr=lr, weight_decay=weight_decay,
+                     label_smoothing=label_smoothing,
+                     synthetic_loss_weight=synthetic_loss_weight, seed=seed,
+                     optimizer=optimizer, momentum=momentum, schedule=schedule,
+                     warmup_fraction=warmup_fraction, augment=augment)
+    amp_dtype = amp_dtype_of(amp)
     info, device = init_distributed(device)
     check_world(cfg, info.world_size)
     dev = torch.device(device)
@@ -153,7 +141,36 @@ def train_classifier(
     return run.history
 
 
-def _amp_dtype(amp: bool | str | None) -> torch.dtype | None:
+def run_config(real: Dataset, synthetic: Dataset | None, *, steps: int, batch_size: int,
+               synthetic_fraction: float, lr: float, weight_decay: float,
+               label_smoothing: float, synthetic_loss_weight: float, seed: int,
+               optimizer: str = "adamw", momentum: float = 0.9, schedule: str = "cosine",
+               warmup_fraction: float = 0.05,
+               augment: tuple[str, ...] | list[str] = ()) -> RunConfig:
+    """The checked settings of a run of :func:`train_classifier` (its arguments of the same
+    names); the runs of a training group (:mod:`lib.training.group_loop`) are built alike."""
+    cfg = RunConfig(
+        steps=steps,
+        batch_size=batch_size,
+        synthetic_fraction=float(synthetic_fraction),
+        lr=float(lr),
+        weight_decay=float(weight_decay),
+        label_smoothing=float(label_smoothing),
+        synthetic_loss_weight=float(synthetic_loss_weight),
+        seed=int(seed),
+        n_real=len(real),
+        n_synthetic=0 if synthetic is None else len(synthetic),
+        optimizer=optimizer,
+        momentum=float(momentum),
+        schedule=schedule,
+        warmup_fraction=float(warmup_fraction),
+        augment=",".join(augment),
+    )
+    check_run(cfg, synthetic)
+    return cfg
+
+
+def amp_dtype_of(amp: bool | str | None) -> torch.dtype | None:
     """The autocast dtype of ``amp``: False/None/"" = off, True = bfloat16, or a name."""
     if amp is None or amp is False or amp == "" or amp == "none":
         return None
