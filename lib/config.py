@@ -254,6 +254,7 @@ class SweepConfig(StageConfig):
     large_seeds: tuple[int, ...]
     large_multipliers: tuple[float, ...]
     workers: int  # runs trained at the same time, one CPU thread each
+    group_size: int  # runs of the small CNNs trained together, bit for bit as alone; 1: alone
 
     @property
     def run_seeds(self) -> tuple[int, ...]:

@@ -5,9 +5,11 @@
 dvc.yaml's ``sweep`` stage is a matrix with one stage per *source* (``sweep.sources``); each
 trains every point of ``regimes x multipliers x aux_norm x seeds`` of the ``sweep`` section
 (with ``large``: the ``large_*`` seeds and multipliers) that applies to its source,
-``workers`` runs at a time (one CPU thread each, so a run's numbers do not depend on how many
-run beside it). Each run writes its folder ``<out>/<run>/`` with its flat results
-``metrics.json`` (kept as data: the ``analyze`` stage aggregates them). A run is the ``train``
+``workers`` tasks at a time (one CPU thread each, so a run's numbers do not depend on how many
+run beside it); with ``group_size`` > 1 a task trains up to that many runs of the small CNNs
+together (:mod:`lib.training.group_run`), each bit for bit as it trains alone. Each run writes
+its folder ``<out>/<run>/`` with its flat results ``metrics.json`` (kept as data: the
+``analyze`` stage aggregates them). A run is the ``train``
 stage's configuration (params.yaml, active profile) with the grid point's settings replaced,
 so a sweep run and the single ``train`` run differ only in what the sweep names.
 
@@ -73,13 +75,79 @@ def _run_point(cfg: config.TrainConfig, sweep: config.SweepConfig, point: GridPo
     return f"{point.name}: val top1 {result['metrics']['val']['top1']:.4f}"
 
 
+def _run_group(cfg: config.TrainConfig, sweep: config.SweepConfig, points: list[GridPoint],
+               out: Path, inputs: dict[str, str] | None = None) -> list[str]:
+    """Train ``points`` together (:func:`lib.training.group_run.train_and_evaluate_group`:
+    each run's outputs are the bytes :func:`_run_point` writes), or the one point alone
+    when it cannot share a group; one summary line per run."""
+    import torch
+
+    from lib.training.group_run import groupable, train_and_evaluate_group
+
+    run_cfgs = [point_config(cfg, sweep, p) for p in points]
+    if len(points) == 1 and not groupable(run_cfgs[0]):
+        return [_run_point(cfg, sweep, points[0], out, inputs)]
+    torch.set_num_threads(1)  # as _run_point
+    results = train_and_evaluate_group(
+        run_cfgs, [out / p.name for p in points],
+        [{**p.record(), "config_hash": config_hash(c, inputs)} for p, c in zip(points, run_cfgs)],
+        results=RESULTS, history="history.csv")
+    return [f"{p.name}: val top1 {r['metrics']['val']['top1']:.4f}"
+            for p, r in zip(points, results)]
+
+
+def sweep_tasks(cfg: config.TrainConfig, sweep: config.SweepConfig, points: list[GridPoint],
+                out: Path) -> list[list[GridPoint]]:
+    """``points`` cut into the tasks the workers run, in grid order: groups of at most
+    ``sweep.group_size`` runs that can train together (the small CNNs of one batch layout,
+    :func:`lib.training.group_run.group_key`, resuming from the same step), and single runs
+    (the others). A run's numbers do not depend on the grouping: a group trains each run
+    bit for bit as it trains alone."""
+    size = sweep.group_size
+    if size < 1:
+        raise ValueError(f"sweep.group_size must be positive, got {size}")
+    if size == 1:
+        return [[p] for p in points]
+    from lib.training.group_run import group_key, groupable
+
+    buckets: dict[tuple[str, int], list[GridPoint]] = {}
+    tasks: list[list[GridPoint]] = []
+    for point in points:
+        run_cfg = point_config(cfg, sweep, point)
+        step = _resume_step(out / point.name / "state.pt")
+        if not groupable(run_cfg) or step is None:
+            tasks.append([point])
+            continue
+        bucket = buckets.setdefault((group_key(run_cfg), step), [])
+        if not bucket:
+            tasks.append(bucket)  # filled below, in order of first appearance
+        bucket.append(point)
+    out_tasks: list[list[GridPoint]] = []
+    for task in tasks:
+        out_tasks += [task[i:i + size] for i in range(0, len(task), size)]
+    return out_tasks
+
+
+def _resume_step(path: Path) -> int | None:
+    """The step a run's checkpoint resumes from (0 without one); None when it cannot be
+    read (the run then trains alone and its error names the file)."""
+    if not path.exists():
+        return 0
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    except Exception:  # noqa: BLE001 - any unreadable file: left to the lone run to report
+        return None
+
+
 def run_sweep(cfg: config.TrainConfig, sweep: config.SweepConfig, source: str, out: Path,
               workers: int | None = None) -> list[str]:
     """Train the missing runs of ``source``; returns one summary line per run trained.
 
     Checks first that the images it reads are the current profile's and settings' (the
     ``train`` stage's inputs, :func:`lib.provenance.begin`); records its own provenance in
-    ``out`` once every run is done."""
+    ``out`` once every run is done. Runs train in the tasks of :func:`sweep_tasks`."""
     inputs = provenance.begin(cfg, "sweep", out=out)
     points = grid_points(sweep, source)
     todo = [p for p in points if not _done(cfg, sweep, p, out, inputs)]
@@ -89,15 +157,17 @@ def run_sweep(cfg: config.TrainConfig, sweep: config.SweepConfig, source: str, o
     workers = sweep.workers if workers is None else workers
     if workers < 1:
         raise ValueError(f"sweep.workers must be positive, got {workers}")
-    if workers == 1 or len(todo) <= 1:
-        lines = [_run_point(cfg, sweep, p, out, inputs) for p in todo]
+    tasks = sweep_tasks(cfg, sweep, todo, out)
+    if workers == 1 or len(tasks) <= 1:
+        lines = [line for task in tasks for line in _run_group(cfg, sweep, task, out, inputs)]
     else:
         with worker_pool(workers) as pool:
-            futures = [pool.submit(_run_point, cfg, sweep, p, out, inputs) for p in todo]
+            futures = [pool.submit(_run_group, cfg, sweep, task, out, inputs) for task in tasks]
             lines = []
-            for i, f in enumerate(futures, 1):
-                lines.append(f.result())
-                print(f"[sweep] {i}/{len(todo)} {lines[-1]}", flush=True)
+            for f in futures:
+                for line in f.result():
+                    lines.append(line)
+                    print(f"[sweep] {len(lines)}/{len(todo)} {line}", flush=True)
     provenance.finish(cfg, "sweep", inputs, out=out,
                       recorded=provenance.sweep_settings(cfg, sweep, source))
     return lines
