@@ -49,15 +49,15 @@ def groupable(cfg: TrainConfig) -> bool:
 
 
 def group_key(cfg: TrainConfig) -> str:
-    """Runs with the same key can share a group: every setting but the seed, the data and
-    the augmentation; with the auxiliary norm, whether the batches hold synthetic samples
-    (the batch is split per domain). :func:`lib.training.group_loop.train_group` checks the
+    """Runs with the same key can share a group: every setting but the seed, the data
+    (real, synthetic or synthetic only) and the augmentation; with the auxiliary norm, the
+    share of synthetic samples per batch (the batch is split per domain). :func:`lib.training.group_loop.train_group` checks the
     resulting runs again."""
     synthetic = (cfg.use_synthetic and cfg.real_fraction > 0 and cfg.synthetic_fraction > 0
                  and cfg.synthetic_multiplier != 0)
     shared = dataclasses.replace(
         cfg, common=dataclasses.replace(cfg.common, seed=0, progress=False),
-        real_fraction=1.0 if cfg.real_fraction > 0 else 0.0, real_per_class=None,
+        real_fraction=1.0, real_per_class=None,
         use_synthetic=False, synthetic_multiplier=None, synthetic_strategy=None, augment=(),
         synthetic_fraction=cfg.synthetic_fraction if cfg.aux_norm and synthetic else 0.0)
     return json.dumps(shared.as_params(), sort_keys=True, default=str)
