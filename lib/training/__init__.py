@@ -33,5 +33,9 @@ Modules, by concept:
 * :mod:`~lib.training.inputs`: ``load_inputs``, the images a run of the study trains and is
   evaluated on (selected from the classes stage's manifests and the generated shards);
 * :mod:`~lib.training.classifier_run`: ``train_and_evaluate``, one run of the study (the
-  ``train`` stage and each point of the ablation grid).
+  ``train`` stage and each point of the ablation grid);
+* :mod:`~lib.training.group_loop`, :mod:`~lib.training.group_batches`,
+  :mod:`~lib.training.group_run`: training groups, several runs of the small CNNs trained
+  together in one loop, each bit for bit as alone (``train_group``,
+  ``train_and_evaluate_group``; the sweep's ``sweep.group_size``).
 """
