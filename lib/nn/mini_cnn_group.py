@@ -49,13 +49,13 @@ def grouped_conv_is_exact(conv: nn.Conv2d, groups: int, x: torch.Tensor,
     """Whether ``groups`` copies of ``conv`` run as one grouped convolution on ``x`` (the
     copies' inputs side by side along the channels) with ``weight`` (theirs stacked) give,
     forward and backward, exactly the bits of each copy run alone. Checked once per shape,
-    type, memory format and device on random data, and remembered for the process: the
-    kernel a convolution takes depends on those, not on the values."""
+    type, memory format, device and thread count on random data, and remembered for the
+    process: the kernel a convolution takes depends on those, not on the values."""
     dtype = (torch.get_autocast_dtype(x.device.type)
              if torch.is_autocast_enabled(x.device.type) else x.dtype)
     key = (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
            conv.dilation, conv.groups, groups, tuple(x.shape), dtype, _layout(x),
-           _layout(weight), x.device.type)
+           _layout(weight), x.device.type, torch.get_num_threads())
     if key not in _EXACT:
         with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
             _EXACT[key] = _probe(conv, groups, x, weight, dtype)
