@@ -109,21 +109,81 @@ def breakdown_spots() -> dict[str, dict[str, tuple[Any, str]]]:
     }
 
 
-def metric_differences(a: Path, b: Path, names: list[str]) -> tuple[float, int, int, int]:
-    """Largest |difference| of any numeric metric of any run between the folders ``a`` and
-    ``b``, the numbers compared, and (identical, compared) output files."""
-    worst, numbers, same, files = 0.0, 0, 0, 0
+def conv_floor(train: Any, dtype: Any = None, repeats: int = 5,
+               calls: int = 30) -> dict[str, float]:
+    """The convolutions of one training step alone, at the run's shapes: forward and
+    backward of each layer (no input gradient for the first), the best of ``repeats``
+    timings of ``calls`` calls, in CPU-ms per step; with FLOP/s and the CPU-s they take in
+    a run of ``train.steps`` steps (what no grouping can remove); in ``dtype`` (default
+    float32)."""
+    import torch
+    import torch.nn.functional as F
+
+    from lib.backends.classifier import create_classifier
+
+    fmt = torch.channels_last if train.channels_last else torch.contiguous_format
+    model = create_classifier("timm", arch=train.arch, num_classes=10, in_chans=train.channels)
+    model = model.to(memory_format=fmt)
+    shapes: list[tuple[torch.nn.Conv2d, torch.Size]] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((m, i[0].shape)))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    x = torch.randn(train.batch_size, train.channels, train.image_size, train.image_size)
+    with torch.no_grad():
+        model(x.to(memory_format=fmt))
+    for h in hooks:
+        h.remove()
+    ms, flop = 0.0, 0.0
+    for i, (conv, shape) in enumerate(shapes):
+        xi = torch.randn(shape).to(dtype or torch.float32).to(memory_format=fmt)
+        w = conv.weight.detach().to(dtype or torch.float32)
+        out = F.conv2d(xi, w, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        g = torch.randn_like(out)
+        args = (list(conv.stride), list(conv.padding), list(conv.dilation), False, [0, 0],
+                conv.groups, [i > 0, True, False])  # no input gradient for the first layer
+
+        def step(xi=xi, w=w, g=g, conv=conv, args=args) -> None:
+            F.conv2d(xi, w, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+            torch.ops.aten.convolution_backward(g, xi, w, None, *args)
+
+        step()
+        best = min(_cpu_ms(step, calls) for _ in range(repeats))
+        ms += best
+        macs = out.numel() * w.shape[1] * w.shape[2] * w.shape[3]
+        flop += 2 * macs * (3 if i > 0 else 2)
+    return {"ms_per_step": ms, "gflop_per_s": flop / (ms / 1e3) / 1e9,
+            "cpu_s_per_run": ms / 1e3 * train.steps}
+
+
+def _cpu_ms(fn: Callable[[], None], calls: int) -> float:
+    started = time.process_time()
+    for _ in range(calls):
+        fn()
+    return (time.process_time() - started) / calls * 1e3
+
+
+def metric_differences(a: Path, b: Path, names: list[str]) -> dict[str, Any]:
+    """Between the runs of the folders ``a`` and ``b``: the largest |difference| of any
+    numeric metric (and of each kind: top1, top5, loss), the numbers compared, and the
+    output files compared and byte-identical."""
+    worst = {"any": 0.0, "top1": 0.0, "top5": 0.0, "loss": 0.0}
+    numbers, same, files = 0, 0, 0
     for name in names:
         ma = json.loads((a / name / "metrics.json").read_text())
         mb = json.loads((b / name / "metrics.json").read_text())
         for key, value in ma.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                worst = max(worst, abs(value - mb[key]))
+                diff = abs(value - mb[key])
+                kind = key.rsplit(".", 1)[-1]
+                for k in ("any", kind):
+                    if k in worst:
+                        worst[k] = max(worst[k], diff)
                 numbers += 1
         for file in sorted((a / name).iterdir()):
             files += 1
             same += filecmp.cmp(file, b / name / file.name, shallow=False)
-    return worst, numbers, same, files
+    return {"max_metric_difference": worst["any"],
+            "max_difference_by_kind": {k: v for k, v in worst.items() if k != "any"},
+            "metrics_compared": numbers, "identical_files": same, "files_compared": files}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--amp", choices=("none", "bf16"), default="none",
                         help="the new way under bfloat16 autocast (the old way stays fp32)")
-    parser.add_argument("--breakdown", action="store_true", help="CPU time per phase")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="CPU time per phase, and the convolutions' own time (the floor)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     where = Path(tempfile.mkdtemp(prefix="train-many-"))
@@ -196,15 +257,17 @@ def _run(args: argparse.Namespace, where: Path) -> int:
                                  "per_core_minute": len(points) / (cpu / 60),
                                  "per_wall_minute": len(points) / (wall / 60)})
             print(f"[{rep}] {way}: {cpu:.1f} CPU-s, {wall:.1f} s wall", flush=True)
-    worst, numbers, same, files = metric_differences(
-        where / "old-0" / args.source, where / "new-0" / args.source, names)
     summary = _summary(figures, len(points), size, args)
-    summary.update({"max_metric_difference": worst, "metrics_compared": numbers,
-                    "identical_files": same, "files_compared": files,
-                    "breakdown_cpu_s_per_run": {
+    summary.update(metric_differences(where / "old-0" / args.source,
+                                      where / "new-0" / args.source, names))
+    summary.update({"breakdown_cpu_s_per_run": {
                         way: {k: round(v / len(points) / args.repeats, 4)
                               for k, v in sorted(t.items(), key=lambda kv: -kv[1])}
                         for way, t in totals.items() if t}})
+    if args.breakdown:
+        summary["convolutions_alone"] = conv_floor(train)
+        if args.amp == "bf16":
+            summary["convolutions_alone_bf16"] = conv_floor(train, torch.bfloat16)
     _print(summary)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
@@ -236,11 +299,18 @@ def _print(s: dict[str, Any]) -> None:
     print(f"ratio new / old: {s['ratio_per_core_minute']:.2f}x runs per core-minute "
           f"(repeats: {', '.join(f'{r:.2f}' for r in s['ratios'])}); wall clock "
           f"{s['ratio_per_wall_minute']:.2f}x")
-    print(f"max |metric difference| new vs old: {s['max_metric_difference']:.3g} over "
-          f"{s['metrics_compared']} numbers; byte-identical output files: "
+    kinds = ", ".join(f"{k} {v:.3g}" for k, v in s["max_difference_by_kind"].items())
+    print(f"max |metric difference| new vs old: {s['max_metric_difference']:.3g} ({kinds}) "
+          f"over {s['metrics_compared']} numbers; byte-identical output files: "
           f"{s['identical_files']}/{s['files_compared']}")
     for way, parts in s["breakdown_cpu_s_per_run"].items():
         print(f"{way} CPU-s per run: " + ", ".join(f"{k} {v:.3f}" for k, v in parts.items()))
+    for key, dtype in (("convolutions_alone", "fp32"), ("convolutions_alone_bf16", "bf16")):
+        if key in s:
+            c = s[key]
+            print(f"the convolutions alone (forward + backward, {dtype}): "
+                  f"{c['ms_per_step']:.2f} CPU-ms a step at {c['gflop_per_s']:.0f} GFLOP/s = "
+                  f"{c['cpu_s_per_run']:.2f} CPU-s a run")
 
 
 if __name__ == "__main__":

@@ -114,6 +114,20 @@ def test_runs_without_auxiliary_norm_and_the_per_model_fallback(tmp_path, monkey
         _assert_same(lone[name], result, f"run {name}, convolutions model by model")
 
 
+def test_bf16_groups_equal_bf16_runs_alone(tmp_path) -> None:
+    """``amp: bf16`` (an option: other numbers than fp32) keeps the group's guarantee."""
+    lone = {}
+    for name in ("a", "c"):
+        model, real, syn, settings = _run(name)
+        history = train_classifier(model, real, syn, **settings, progress=False, amp="bf16",
+                                   **LOOP)
+        lone[name] = (model.state_dict(), history)
+    runs = {n: _run(n) for n in ("a", "c")}
+    members = [GroupMember(m, r, s, run_config(r, s, **kw)) for m, r, s, kw in runs.values()]
+    for name, history in zip(runs, train_group(members, amp="bf16", **LOOP)):
+        _assert_same(lone[name], (runs[name][0].state_dict(), history), f"bf16 run {name}")
+
+
 def test_a_killed_group_resumes_exactly_alone_or_grouped(alone, tmp_path, monkeypatch) -> None:
     _, lone = alone
     original = GroupBatches.batch
