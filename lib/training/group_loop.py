@@ -70,8 +70,9 @@ def train_group(members: Sequence[GroupMember], *, device: str = "cpu",
 
     The members must share :func:`group_key`, the architecture and the step to resume from
     (each resumes from its ``checkpoint_path`` when that file exists, and its checkpoints
-    are written there every ``checkpoint_every`` steps and at the end). One process only
-    (no torchrun); ``amp`` off or bfloat16 (fp16's loss scaler is per run)."""
+    are written there every ``checkpoint_every`` steps and at the end). One process on the
+    CPU (no torchrun, no GPU: the per-run dropout generators are CPU generators, as the lone
+    run's global one is there); ``amp`` off or bfloat16 (fp16's loss scaler is per run)."""
     dtype = amp_dtype_of(amp)
     if dtype == torch.float16:
         raise ValueError("amp fp16 (a loss scaler per run) is not supported in a training "
@@ -79,6 +80,9 @@ def train_group(members: Sequence[GroupMember], *, device: str = "cpu",
     if dist_info().enabled:
         raise ValueError("a training group runs in one process, not under torchrun")
     dev = torch.device(device)
+    if dev.type != "cpu":
+        raise ValueError(f"training groups run on the CPU (the small CNNs of the mini world), "
+                         f"not on {device}; train such runs alone")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     aux = _check_members(members)
     for m in members:
