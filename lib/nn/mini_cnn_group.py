@@ -110,7 +110,6 @@ class MiniCNNGroup:
         _check_same_shape(models)
         first = models[0]
         self.size = len(models)
-        self.memory_format = memory_format
         self.layers = list(first.features)
         self.drop_p = float(first.drop.p)
         self.param_names = [name for name, _ in first.named_parameters()]
@@ -130,17 +129,18 @@ class MiniCNNGroup:
 
     # ------------------------------------------------------------------ state
 
-    def parameters(self) -> list[torch.Tensor]:
-        """The stacked parameters, in the lone model's ``parameters()`` order."""
-        return [self.tensors[n] for n in self.param_names]
+    def param_group_names(self) -> tuple[list[str], list[str]]:
+        """The parameters of :func:`lib.training.recipe.param_groups`' two groups, by name:
+        those more than 1-D in the lone model (weight decay), then the others, each in the
+        lone model's ``parameters()`` order (the order of its optimizer's state)."""
+        return ([n for n in self.param_names if len(self.shapes[n]) > 1],
+                [n for n in self.param_names if len(self.shapes[n]) <= 1])
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """:func:`lib.training.recipe.param_groups` of the lone model, stacked: weight decay
-        on the parameters that are more than 1-D in the lone model, none on the others."""
-        decay = [self.tensors[n] for n in self.param_names if len(self.shapes[n]) > 1]
-        no_decay = [self.tensors[n] for n in self.param_names if len(self.shapes[n]) <= 1]
-        return [{"params": decay, "weight_decay": weight_decay},
-                {"params": no_decay, "weight_decay": 0.0}]
+        """:func:`lib.training.recipe.param_groups` of the lone model, stacked."""
+        decay, no_decay = self.param_group_names()
+        return [{"params": [self.tensors[n] for n in decay], "weight_decay": weight_decay},
+                {"params": [self.tensors[n] for n in no_decay], "weight_decay": 0.0}]
 
     def slice_of(self, name: str, stacked: torch.Tensor, k: int) -> torch.Tensor:
         """Model ``k``'s part of ``stacked`` (a tensor laid out as the stacked ``name``): a

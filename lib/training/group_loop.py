@@ -190,8 +190,8 @@ def _record(runs: list[RunState], stats: list[list[float]], step: int, lr: float
 
 def _param_names(group: MiniCNNGroup) -> list[str]:
     """The parameter names in the optimizer's order (its param groups, one after the other)."""
-    return [n for n in group.param_names if len(group.shapes[n]) > 1] + [
-        n for n in group.param_names if len(group.shapes[n]) <= 1]
+    decay, no_decay = group.param_group_names()
+    return decay + no_decay
 
 
 def _stacked_optimizer(group: MiniCNNGroup, runs: list[RunState]
