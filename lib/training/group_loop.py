@@ -95,26 +95,47 @@ def train_group(members: Sequence[GroupMember], *, device: str = "cpu",
     group = MiniCNNGroup([r.model for r in runs], fmt)
     optimizer, scheduler = _stacked_optimizer(group, runs)
     batches = GroupBatches([(m.real, m.synthetic, m.cfg) for m in members])
+    stepper = _Stepper(group, optimizer, scheduler, fmt, dtype, aux)
     paths = [m.checkpoint_path for m in members]
-    cfg = runs[0].cfg
-    for step in range(runs[0].step, cfg.steps):
-        batch = batches.batch(step)
-        gens = [torch_generator(r.cfg.seed, "forward", step) for r in runs]
-        lr_now = optimizer.param_groups[0]["lr"]
-        x = batch.x.to(dev, non_blocking=True, memory_format=fmt)
-        with torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            logits = group.forward(x, training=True, generators=gens,
-                                   n_real=cfg.batch_size - batch.n_synthetic[0] if aux else None)
-        losses, stats = _group_loss(logits.float(), batch, cfg)
-        optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        optimizer.step()
-        scheduler.step()
-        _record(runs, stats.tolist(), step + 1, lr_now, log_every)
-        if step + 1 == cfg.steps or (checkpoint_every > 0 and (step + 1) % checkpoint_every == 0):
+    steps = runs[0].cfg.steps
+    for step in range(runs[0].step, steps):
+        stats, lr_now = stepper.step(batches.batch(step), runs, step)
+        _record(runs, stats, step + 1, lr_now, log_every)
+        if step + 1 == steps or (checkpoint_every > 0 and (step + 1) % checkpoint_every == 0):
             _save(group, runs, optimizer, scheduler, paths)
     group.load_into([r.model for r in runs])
     return [r.history for r in runs]
+
+
+@dataclass
+class _Stepper:
+    """One optimizer step of a group, as :func:`lib.training.loop._train_step` makes it for
+    a run alone."""
+
+    group: MiniCNNGroup
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    fmt: torch.memory_format
+    dtype: torch.dtype | None  # autocast, None: off
+    aux: bool
+
+    def step(self, batch: GroupBatch, runs: list[RunState], step: int
+             ) -> tuple[list[list[float]], float]:
+        """Train on ``batch``; every run's loss stats and the learning rate used."""
+        cfg = runs[0].cfg
+        gens = [torch_generator(r.cfg.seed, "forward", step) for r in runs]  # dropout
+        lr_now = self.optimizer.param_groups[0]["lr"]
+        x = batch.x.to(memory_format=self.fmt)
+        n_real = cfg.batch_size - batch.n_synthetic[0] if self.aux else None
+        with torch.autocast("cpu", dtype=self.dtype or torch.bfloat16,
+                            enabled=self.dtype is not None):
+            logits = self.group.forward(x, training=True, generators=gens, n_real=n_real)
+        losses, stats = _group_loss(logits.float(), batch, cfg)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return stats.tolist(), lr_now
 
 
 def _check_members(members: Sequence[GroupMember]) -> bool:
