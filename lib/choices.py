@@ -23,6 +23,9 @@ ClipBackend = Literal["open_clip"]
 LLMBackend = Literal["transformers", "openai", "recorded"]
 CaptionerBackend = Literal["transformers"]
 ClassifierBackend = Literal["timm"]
+# Text-to-image fine-tuners (lib.backends.finetune); "none" fine-tunes nothing (the profile's
+# fine-tuned model, if any, is made outside the pipeline: README, "The fine-tuned generator").
+FinetuneBackend = Literal["mini", "none"]
 
 DisambiguationMode = Literal["clip", "generate"]  # score candidate texts, or images made from them
 CDAxis = Literal["foreground", "background", "lighting", "viewpoint"]  # llm_prompts.yaml cd_axes

@@ -121,3 +121,26 @@ def test_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.startswith("profile smoke:") and "sweep: 10 training runs" in out
     assert plan.main(["--profile", "laptop"]) == 2
     assert "common.profile='laptop'; valid profiles: smoke, mini" in capsys.readouterr().err
+
+
+def test_nothing_may_use_a_finetuned_model_that_is_not_made(params: dict[str, Any]) -> None:
+    params["profiles"]["smoke"]["generate"]["model"] = "./outputs/finetune/t2i"
+    (found,) = problems(params, "smoke")  # smoke: finetune.backend none
+    assert found == ("finetune.backend is 'none' (nothing is fine-tuned) but generate.model "
+                     "names the fine-tuned model's folder")
+    params["profiles"]["mini"]["generate"]["model"] = "./outputs/finetune/t2i"
+    assert problems(params, "mini") == []  # mini fine-tunes: the study may generate with it
+
+
+def test_the_mini_finetuner_needs_the_mini_model(params: dict[str, Any]) -> None:
+    params["profiles"]["smoke"]["finetune"]["backend"] = "mini"
+    (found,) = problems(params, "smoke")
+    assert "finetune.base_model='./outputs/zoo/t2i' is a model of zoo.build='tiny-random'" in found
+
+
+def test_the_plan_counts_the_finetuning(params: dict[str, Any], tmp_path: Path) -> None:
+    mini = plan.make_plan(plan.profile_params(params, "mini"), root=tmp_path)
+    assert mini["stages"][:3] == ["zoo", "classes", "finetune"]
+    assert mini["work"]["finetune"]["seconds"] == pytest.approx(300 * 0.156 + 38)
+    paper = plan.make_plan(plan.profile_params(params, "imagenet"), root=tmp_path)
+    assert paper["work"]["finetune"] == {"device": None, "seconds": 0.0}  # backend none

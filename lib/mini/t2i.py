@@ -73,6 +73,17 @@ def levels_to_pil(levels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels, mode="L")
 
 
+def pixels_to_levels(pixels: np.ndarray) -> tuple[np.ndarray, int]:
+    """uint8 pixels 0..255 ``[N, H, W]`` as levels 0..16 (``rint(p * 16 / 255)``, the inverse
+    of :func:`levels_to_pil`), and how many images had a pixel off the 17 levels' values
+    (rounded to the nearest level; none for the real digits, whose PNGs are levels x 255/16)."""
+    pixels = np.asarray(pixels)
+    levels = np.rint(pixels.astype(np.float64) * LEVELS / 255).astype(np.uint8)
+    exact = np.rint(levels.astype(np.float64) * 255 / LEVELS) == pixels
+    off = int((~exact.reshape(len(pixels), -1).all(axis=1)).sum()) if len(pixels) else 0
+    return levels, off
+
+
 def images_to_model(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Levels 0..16 ``[N, H, W]`` as float32 model inputs ``[N, 1, H, W]`` in [-1, 1]."""
     x = torch.as_tensor(np.asarray(images), dtype=torch.float32)
