@@ -21,7 +21,7 @@ Corruption = Literal["thicken", "rotate", "invert", "noise", "blur"]  # lib.data
 T2IBackend = Literal["diffusers", "mini"]
 ClipBackend = Literal["open_clip"]
 LLMBackend = Literal["transformers", "openai", "recorded"]
-CaptionerBackend = Literal["transformers"]
+CaptionerBackend = Literal["transformers", "retrieval"]  # retrieval: picks, not writes
 ClassifierBackend = Literal["timm"]
 
 DisambiguationMode = Literal["clip", "generate"]  # score candidate texts, or images made from them
