@@ -190,8 +190,11 @@ class DisambiguateConfig(StageConfig):
     gen_steps: int
     gen_guidance: float
     gen_size: int
-    captioner_backend: CaptionerBackend
+    captioner_backend: CaptionerBackend  # transformers: writes captions; retrieval: picks them
     captioner_model: str | None  # None: no captions (the "captions" strategy then fails)
+    # retrieval only: the collection it picks from (a parquet file with a "caption" column, a
+    # folder holding captions.parquet, or a text file of one caption a line); else None
+    captioner_captions: str | None
     captions_per_class: int
 
 

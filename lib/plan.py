@@ -85,6 +85,7 @@ def check_profile(cfgs: Mapping[str, config.StageConfig]) -> list[str]:
                                              or dis.captions_per_class < 1):
         problems.append("prompts.strategies has 'captions' but the profile has no captioner "
                         "(disambiguate.captioner_model / captions_per_class)")
+    problems += _captioner_problems(dis)
     if zoo.build == "none":
         local = _refs_into(cfgs, "zoo")
         if local:
@@ -106,6 +107,19 @@ def _finetune_problems(cfgs: Mapping[str, config.StageConfig]) -> list[str]:
             and zoo.build != "mini":
         return [f"finetune.backend is 'mini' but finetune.base_model={tune.base_model!r} is a "
                 f"model of zoo.build={zoo.build!r}, not the mini world's"]
+    return []
+
+
+def _captioner_problems(dis: config.DisambiguateConfig) -> list[str]:
+    """The retrieval captioner needs its caption collection; no other captioner reads one."""
+    if dis.captioner_model is None or dis.captions_per_class < 1:
+        return []
+    if dis.captioner_backend == "retrieval" and not dis.captioner_captions:
+        return ["disambiguate.captioner_backend is 'retrieval' but captioner_captions (the "
+                "caption collection it picks from) is not set"]
+    if dis.captioner_backend != "retrieval" and dis.captioner_captions:
+        return [f"disambiguate.captioner_captions is set but only the retrieval captioner reads "
+                f"it (captioner_backend={dis.captioner_backend!r})"]
     return []
 
 

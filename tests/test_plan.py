@@ -73,6 +73,7 @@ def test_captions_need_a_captioner_and_a_zoo_model_needs_the_zoo(params: dict[st
     mini = params["profiles"]["mini"]
     mini["prompts"]["strategies"] = ["classname", "cd", "sd", "cdsd", "captions"]
     mini["prompts"]["synthetic_multiplier"] = 2.5
+    mini["disambiguate"]["captioner_model"] = None
     mini["zoo"]["build"] = "none"
     found = problems(params, "mini")
     assert any("has 'captions' but the profile has no captioner" in p for p in found)
@@ -144,3 +145,38 @@ def test_the_plan_counts_the_finetuning(params: dict[str, Any], tmp_path: Path) 
     assert mini["work"]["finetune"]["seconds"] == pytest.approx(300 * 0.156 + 38)
     paper = plan.make_plan(plan.profile_params(params, "imagenet"), root=tmp_path)
     assert paper["work"]["finetune"] == {"device": None, "seconds": 0.0}  # backend none
+
+
+def test_the_mini_world_captions_real_images_by_retrieval(params: dict[str, Any]) -> None:
+    """The mini profile has a captioner (the retrieval one over the zoo's corpus) without
+    generating the captions strategy: a fifth strategy would divide the generation among
+    five and leave the sweep's 0.5x ungenerated."""
+    cfgs = plan.load_sections(plan.profile_params(params, "mini"))
+    dis = cfgs["disambiguate"]
+    assert (dis.captioner_backend, dis.captioner_model, dis.captioner_captions) == (
+        "retrieval", "./outputs/zoo/clip", "./outputs/zoo/corpus")
+    assert dis.captions_per_class == 8
+    assert "captions" not in cfgs["prompts"].strategies
+    mini = params["profiles"]["mini"]
+    mini["prompts"]["strategies"] = [*mini["prompts"]["strategies"], "captions"]
+    (found,) = problems(params, "mini")
+    assert "sweep.multipliers goes up to 0.5x but each strategy is generated at 0.4x" in found
+
+
+def test_the_retrieval_captioner_needs_its_captions_and_only_it_reads_them(
+        params: dict[str, Any]) -> None:
+    mini, smoke = params["profiles"]["mini"], params["profiles"]["smoke"]
+    mini["disambiguate"]["captioner_captions"] = None
+    (found,) = problems(params, "mini")
+    assert "captioner_backend is 'retrieval' but captioner_captions" in found
+    mini["disambiguate"]["captions_per_class"] = 0  # no captions asked for: nothing needed
+    assert problems(params, "mini") == []
+    smoke["disambiguate"]["captioner_captions"] = "./outputs/zoo/corpus"
+    (found,) = problems(params, "smoke")
+    assert "captioner_captions is set but only the retrieval captioner reads it" in found
+    # The collection counts as a zoo output: a profile without a zoo cannot name it.
+    mini["disambiguate"]["captions_per_class"] = 8
+    mini["disambiguate"]["captioner_captions"] = "./outputs/zoo/corpus"
+    mini["zoo"]["build"] = "none"
+    zoo = next(p for p in problems(params, "mini") if p.startswith("zoo.build is 'none'"))
+    assert "disambiguate.captioner_captions" in zoo and "disambiguate.captioner_model" in zoo
