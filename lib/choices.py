@@ -21,8 +21,11 @@ Corruption = Literal["thicken", "rotate", "invert", "noise", "blur"]  # lib.data
 T2IBackend = Literal["diffusers", "mini"]
 ClipBackend = Literal["open_clip"]
 LLMBackend = Literal["transformers", "openai", "recorded"]
-CaptionerBackend = Literal["transformers"]
+CaptionerBackend = Literal["transformers", "retrieval"]  # retrieval: picks, not writes
 ClassifierBackend = Literal["timm"]
+# Text-to-image fine-tuners (lib.backends.finetune); "none" fine-tunes nothing (the profile's
+# fine-tuned model, if any, is made outside the pipeline: README, "The fine-tuned generator").
+FinetuneBackend = Literal["mini", "none"]
 
 DisambiguationMode = Literal["clip", "generate"]  # score candidate texts, or images made from them
 CDAxis = Literal["foreground", "background", "lighting", "viewpoint"]  # llm_prompts.yaml cd_axes

@@ -41,6 +41,7 @@ from lib.choices import (
     Dtype,
     Embedder,
     Epoch,
+    FinetuneBackend,
     ImageFormat,
     LLMBackend,
     Optimizer,
@@ -55,7 +56,8 @@ from lib.choices import (
 from lib.validation import ConfigError, make
 
 # The stages that run a notebook (dvc.yaml), in pipeline order.
-STAGES = ("zoo", "classes", "disambiguate", "prompts", "generate", "train", "clip", "analyze")
+STAGES = ("zoo", "classes", "finetune", "disambiguate", "prompts", "generate", "train", "clip",
+          "analyze")
 # Every section of params.yaml that builds a configuration: the notebook stages and the sweep.
 SECTIONS = (*STAGES, "sweep")
 
@@ -69,6 +71,7 @@ class Dirs:
     data: str
     zoo: str
     classes: str
+    finetune: str
     disambiguate: str
     prompts: str
     generate: str
@@ -138,6 +141,25 @@ class ClassesConfig(StageConfig):
 
 
 @dataclass(frozen=True)
+class FinetuneConfig(StageConfig):
+    """The Diversify study's fine-tuned generator: ``base_model`` fine-tuned on the real train
+    split, each image captioned by ``caption_template`` (:mod:`lib.finetuning`)."""
+
+    backend: FinetuneBackend  # the fine-tuner; "none": fine-tune nothing, write the captions only
+    base_model: str  # the off-the-shelf generator that is fine-tuned
+    caption_template: str  # caption of every real train image; {name}: its class name
+    # steps .. sample_guidance: used by backends other than "none"
+    steps: int  # optimizer steps
+    batch_size: int
+    lr: float
+    cond_dropout: float  # share of empty captions (classifier-free guidance)
+    checkpoint_every: int  # steps between resumable checkpoints
+    samples_per_class: int  # comparison grid: images per class prompt and model (seeds 0..n-1)
+    sample_steps: int  # denoising steps of the comparison grid
+    sample_guidance: float
+
+
+@dataclass(frozen=True)
 class DisambiguateConfig(StageConfig):
     llm_backend: LLMBackend
     llm_model: str
@@ -168,8 +190,11 @@ class DisambiguateConfig(StageConfig):
     gen_steps: int
     gen_guidance: float
     gen_size: int
-    captioner_backend: CaptionerBackend
+    captioner_backend: CaptionerBackend  # transformers: writes captions; retrieval: picks them
     captioner_model: str | None  # None: no captions (the "captions" strategy then fails)
+    # retrieval only: the collection it picks from (a parquet file with a "caption" column, a
+    # folder holding captions.parquet, or a text file of one caption a line); else None
+    captioner_captions: str | None
     captions_per_class: int
 
 
@@ -287,6 +312,7 @@ class AnalyzeConfig(StageConfig):
 CONFIGS: dict[str, type[StageConfig]] = {
     "zoo": ZooConfig,
     "classes": ClassesConfig,
+    "finetune": FinetuneConfig,
     "disambiguate": DisambiguateConfig,
     "prompts": PromptsConfig,
     "generate": GenerateConfig,

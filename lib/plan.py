@@ -85,22 +85,52 @@ def check_profile(cfgs: Mapping[str, config.StageConfig]) -> list[str]:
                                              or dis.captions_per_class < 1):
         problems.append("prompts.strategies has 'captions' but the profile has no captioner "
                         "(disambiguate.captioner_model / captions_per_class)")
+    problems += _captioner_problems(dis)
     if zoo.build == "none":
-        local = _zoo_refs(cfgs)
+        local = _refs_into(cfgs, "zoo")
         if local:
             problems.append(f"zoo.build is 'none' but {', '.join(local)} name models the zoo "
                             "stage builds")
-    return problems
+    return problems + _finetune_problems(cfgs)
 
 
-def _zoo_refs(cfgs: Mapping[str, config.StageConfig]) -> list[str]:
-    """The model keys that point into the zoo stage's folder."""
+def _finetune_problems(cfgs: Mapping[str, config.StageConfig]) -> list[str]:
+    """The fine-tuned generator exists only with a fine-tuner, and the mini fine-tuner needs
+    the mini model."""
+    tune, zoo = cfgs["finetune"], cfgs["zoo"]
+    if tune.backend == "none":
+        users = _refs_into(cfgs, "finetune")
+        verb = "names" if len(users) == 1 else "name"
+        return [f"finetune.backend is 'none' (nothing is fine-tuned) but {', '.join(users)} "
+                f"{verb} the fine-tuned model's folder"] if users else []
+    if tune.backend == "mini" and "finetune.base_model" in _refs_into(cfgs, "zoo") \
+            and zoo.build != "mini":
+        return [f"finetune.backend is 'mini' but finetune.base_model={tune.base_model!r} is a "
+                f"model of zoo.build={zoo.build!r}, not the mini world's"]
+    return []
+
+
+def _captioner_problems(dis: config.DisambiguateConfig) -> list[str]:
+    """The retrieval captioner needs its caption collection; no other captioner reads one."""
+    if dis.captioner_model is None or dis.captions_per_class < 1:
+        return []
+    if dis.captioner_backend == "retrieval" and not dis.captioner_captions:
+        return ["disambiguate.captioner_backend is 'retrieval' but captioner_captions (the "
+                "caption collection it picks from) is not set"]
+    if dis.captioner_backend != "retrieval" and dis.captioner_captions:
+        return [f"disambiguate.captioner_captions is set but only the retrieval captioner reads "
+                f"it (captioner_backend={dis.captioner_backend!r})"]
+    return []
+
+
+def _refs_into(cfgs: Mapping[str, config.StageConfig], stage: str) -> list[str]:
+    """The model keys that point into ``stage``'s output folder (``common.dirs.<stage>``)."""
     refs = []
     for section, cfg in cfgs.items():
-        zoo_dir = cfg.common.dirs.zoo.strip("./")
+        folder = getattr(cfg.common.dirs, stage).strip("./")
         for key, value in cfg.as_params().items():
             if isinstance(value, str) and value.startswith("./") and \
-                    value[2:].startswith(zoo_dir):
+                    value[2:].startswith(folder):
                 refs.append(f"{section}.{key}")
     return refs
 
@@ -161,6 +191,7 @@ def make_plan(params: Mapping[str, Any], root: Path | None = None) -> dict[str, 
     steps = train.steps if train.epochs is None else None
     work = {
         "zoo": _zoo_seconds(cfgs["zoo"], costs),
+        "finetune": _finetune_seconds(cfgs["finetune"], costs),
         "generate": _per_item(costs["generation"], _model_key(cfgs, gen.model), images,
                               gen.steps),
         "train": _steps_seconds(costs["training"], train, steps),
@@ -175,7 +206,7 @@ def make_plan(params: Mapping[str, Any], root: Path | None = None) -> dict[str, 
 
 
 def _stages(sources: tuple[str, ...]) -> list[str]:
-    return ["zoo", "classes", "disambiguate", "prompts", "generate", "train",
+    return ["zoo", "classes", "finetune", "disambiguate", "prompts", "generate", "train",
             *(f"sweep@{s}" for s in sources), "clip", "analyze"]
 
 
@@ -219,6 +250,15 @@ def _zoo_seconds(zoo: config.ZooConfig, costs: Mapping[str, Any]) -> dict[str, A
     if not entry:
         return {"device": None, "seconds": 0.0}
     return {"device": entry["device"], "seconds": entry["seconds"], "measured": entry["measured"]}
+
+
+def _finetune_seconds(tune: config.FinetuneConfig, costs: Mapping[str, Any]) -> dict[str, Any]:
+    entry = costs["finetune"].get(tune.backend)
+    if not entry:
+        return {"device": None, "seconds": 0.0}
+    scale = tune.batch_size / entry["batch_size"]
+    return {"device": entry["device"], "measured": entry["measured"],
+            "seconds": tune.steps * entry["seconds_per_step"] * scale + entry["seconds_fixed"]}
 
 
 def format_plan(plan: Mapping[str, Any]) -> str:

@@ -35,6 +35,7 @@ IGNORED = ("progress", "device")
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "zoo": (),
     "classes": (),
+    "finetune": ("classes", "zoo"),
     "disambiguate": ("classes", "zoo"),
     "prompts": ("classes", "disambiguate"),
     "generate": ("prompts", "zoo"),

@@ -44,7 +44,7 @@ def test_each_kind_registers_its_backends():
     assert CLIP.names() == ["open_clip"]
     assert LLM.names() == ["openai", "recorded", "transformers"]
     assert CLASSIFIER.names() == ["timm"]
-    assert CAPTIONER.names() == ["transformers"]
+    assert CAPTIONER.names() == ["retrieval", "transformers"]
 
 
 # ---------------------------------------------------------------- text-to-image

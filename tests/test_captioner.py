@@ -85,7 +85,7 @@ def test_missing_folder_fails_naming_it(tmp_path):
 
 
 def test_unknown_backend_lists_valid_names():
-    with pytest.raises(KeyError, match="valid names: transformers"):
+    with pytest.raises(KeyError, match="valid names: retrieval, transformers"):
         create_captioner("blip-server", model="x")
 
 

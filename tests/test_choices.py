@@ -10,6 +10,7 @@ from lib.backends import loading
 from lib.backends.captioner import CAPTIONER
 from lib.backends.classifier import CLASSIFIER
 from lib.backends.clip import CLIP
+from lib.backends.finetune import FINETUNERS
 from lib.backends.llm import LLM
 from lib.backends.t2i import T2I
 from lib.llm.templates import TEMPLATES_PATH
@@ -26,6 +27,8 @@ def test_backend_choices_are_the_registered_backends() -> None:
     assert set(values(choices.LLMBackend)) == set(LLM.names())
     assert set(values(choices.CaptionerBackend)) == set(CAPTIONER.names())
     assert set(values(choices.ClassifierBackend)) == set(CLASSIFIER.names())
+    # "none": the finetune stage fine-tunes nothing (no fine-tuner is created)
+    assert set(values(choices.FinetuneBackend)) == {*FINETUNERS.names(), "none"}
 
 
 def test_data_choices_are_the_implemented_tables() -> None:

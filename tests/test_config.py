@@ -251,6 +251,7 @@ def test_none_only_where_optional(params: dict[str, Any]) -> None:
         ("generate", "generate", "image_format", "webp", "png, jpg, jpeg"),
         ("disambiguate", "disambiguate", "mode", "images", "clip, generate"),
         ("disambiguate", "profile", "llm_backend", "vllm", "transformers, openai, recorded"),
+        ("disambiguate", "profile", "captioner_backend", "blip", "transformers, retrieval"),
         ("disambiguate", "disambiguate", "cd_axes", ["scene"], "foreground, background"),
         ("prompts", "profile", "strategies", ["classname", "caption"], "captions, cd, sd"),
         ("sweep", "sweep", "sources", ["real", "synthetic"], "real, real-noaug, classname"),

@@ -95,6 +95,15 @@ def _mini(stage_name: str, **changes) -> config.StageConfig:
     return config.build(stage_name, values)
 
 
+def _tiny_models(tiny_zoo: dict[str, str]) -> dict[str, str]:
+    """The mini profile's zoo models replaced by the test zoo's tiny ones (and the retrieval
+    captioner's corpus by a few captions), so that no test needs the mini zoo."""
+    captions = Path(tiny_zoo["clip"]).parent / "captions.txt"
+    captions.write_text("".join(f"the digit {d}\n" for d in range(10)))
+    return {"clip_model": tiny_zoo["clip"], "gen_model": tiny_zoo["t2i"],
+            "captioner_model": tiny_zoo["clip"], "captioner_captions": str(captions)}
+
+
 @pytest.fixture
 def at_root(digits_root, monkeypatch, tmp_path) -> Path:
     """Run in ``digits_root`` with a fresh cache and output folder for each test."""
@@ -128,8 +137,7 @@ def test_malformed_recorded_answer_is_retried_logged_and_counted(at_root, tmp_pa
     """Issue 12 case 3: a blank recorded answer (cache deleted) ended in KeyError "no recorded
     response ... seed ..." from the retry, with nothing in failures.jsonl."""
     recorded = _blank(tmp_path, "Subject: a photo of a three\nAspect: the lighting")
-    cfg = _mini("disambiguate", llm_recorded=str(recorded), clip_model=tiny_zoo["clip"],
-                gen_model=tiny_zoo["t2i"])
+    cfg = _mini("disambiguate", llm_recorded=str(recorded), **_tiny_models(tiny_zoo))
     result = stage.run(cfg)
     metrics = result["metrics"]
     assert metrics["failed"]["contexts"] == 1 and metrics["llm_failures_logged"] == 1
@@ -151,8 +159,7 @@ def test_class_without_usable_text_fails_the_stage_past_the_threshold(at_root, t
     """Issue 12 case 4 (recorded): three's only word2sen answer is blank."""
     recorded = _blank(tmp_path, "Write 4 different natural sentences, each describing a scene "
                                 "in a photo that contains a three.")
-    cfg = _mini("disambiguate", llm_recorded=str(recorded), clip_model=tiny_zoo["clip"],
-                gen_model=tiny_zoo["t2i"])
+    cfg = _mini("disambiguate", llm_recorded=str(recorded), **_tiny_models(tiny_zoo))
     with pytest.raises(MissingTexts, match=r"word2sen: 1 of 10 classes \(10%\): 3 \(three\)") as err:
         stage.run(cfg)
     assert "max_missing_fraction=0.0" in str(err.value)
@@ -176,8 +183,7 @@ def test_every_answer_blank_from_the_server_fails_the_stage_naming_tasks_and_cla
     failures logged and counted) and `prompts` failed one stage later."""
     with serve(lambda request: Reply(content="")) as httpd:
         cfg = _mini("disambiguate", llm_backend="openai", llm_base_url=url(httpd),
-                    llm_recorded=None, clip_model=tiny_zoo["clip"],
-                    gen_model=tiny_zoo["t2i"])
+                    llm_recorded=None, **_tiny_models(tiny_zoo))
         with pytest.raises(MissingTexts) as err:
             stage.run(cfg)
         message = str(err.value)
@@ -210,3 +216,90 @@ def test_classes_without_senses_are_reported_but_keep_their_own_name(tmp_path):
     check_missing({"senses": ["0", "1"], "contexts": []}, names, 0.0, tmp_path / "f.jsonl")
     with pytest.raises(MissingTexts, match="contexts: 1 of 2 classes"):
         check_missing({"senses": ["0", "1"], "contexts": ["1"]}, names, 0.0, tmp_path / "f.jsonl")
+
+
+# ---------------------------------------------------------------- captions of real images
+def test_the_mini_profile_captions_real_images_by_retrieval(at_root, tiny_zoo):
+    """The mini profile's captioner settings (retrieval, 8 real images per class), with the
+    tiny CLIP and a ten-caption collection in place of the mini CLIP and corpus."""
+    from lib.backends.captioner import create_captioner
+
+    models = _tiny_models(tiny_zoo)
+    cfg = _mini("disambiguate", llm_recorded=str(RECORDED), **models)
+    assert (cfg.captioner_backend, cfg.captions_per_class) == ("retrieval", 8)
+    result = stage.run(cfg)
+    assert result["metrics"]["texts"]["captions"] == 80
+    assert result["metrics"]["failed"]["captions"] == 0
+    texts = result["texts"]
+    captions = texts[texts["task"] == "captions"]
+    assert captions.groupby("class_id").size().to_dict() == {str(d): 8 for d in range(10)}
+    assert captions["index"].tolist() == list(range(8)) * 10
+    # Each is what the retrieval captioner says of the class's first 8 images (path order).
+    images = pd.read_parquet(at_root / "outputs" / "classes" / "images.parquet")
+    per_class = stage.real_images(cfg, images, 8)
+    captioner = create_captioner("retrieval", model=models["captioner_model"],
+                                 captions=models["captioner_captions"])
+    for class_id, ims in per_class.items():
+        assert captions[captions["class_id"] == class_id]["text"].tolist() == \
+            captioner.caption(ims)
+    saved = pd.read_parquet(at_root / "outputs" / "disambiguate" / "texts.parquet")
+    assert (saved["task"] == "captions").sum() == 80
+
+
+def test_the_captioner_settings_are_checked(at_root, tiny_zoo):
+    models = _tiny_models(tiny_zoo)
+    with pytest.raises(ValueError, match="captioner_backend=retrieval needs captioner_captions"):
+        stage.make_captioner(_mini("disambiguate", **{**models, "captioner_captions": None}))
+    with pytest.raises(ValueError, match="captioner_captions is read by the retrieval captioner "
+                                         "only; set it to null for captioner_backend=transformers"):
+        stage.make_captioner(_mini("disambiguate", **models, captioner_backend="transformers"))
+    missing = _mini("disambiguate", **{**models, "captioner_captions": "outputs/zoo/no-corpus"})
+    with pytest.raises(FileNotFoundError, match=r"caption collection '.*outputs/zoo/no-corpus' "
+                                                r"does not exist"):
+        stage.make_captioner(missing)
+
+
+def _mini_run() -> Path | None:
+    """The outputs folder of a finished run of the mini profile: ``$SYNTHSCALE_MINI_OUTPUTS``
+    (e.g. another checkout's ``outputs``) or this checkout's, if its zoo and classes are
+    there."""
+    import os
+
+    folder = Path(os.environ.get("SYNTHSCALE_MINI_OUTPUTS", ROOT / "outputs"))
+    for stage_name in ("zoo", "classes"):
+        record = folder / stage_name / "provenance.json"
+        if not record.is_file() or json.loads(record.read_text()).get("profile") != "mini":
+            return None
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_the_mini_world_captions_real_digits_with_corpus_captions(tmp_path, monkeypatch):
+    """The disambiguate stage with the mini profile's settings, unchanged, on the mini zoo
+    (CLIP and corpus) of a finished mini run: 8 corpus captions per class, and everything
+    else the stage writes as that run wrote it."""
+    mini = _mini_run()
+    if mini is None:
+        pytest.skip("no finished mini run: `dvc repro` first, or set SYNTHSCALE_MINI_OUTPUTS")
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    materialize_digits(tmp_path / "data" / "digits")
+    (tmp_path / "outputs").mkdir()
+    for name in ("zoo", "classes"):
+        (tmp_path / "outputs" / name).symlink_to(mini / name, target_is_directory=True)
+    monkeypatch.setenv(paths.ROOT_ENV, str(tmp_path))
+    result = stage.run(_mini("disambiguate", llm_recorded=str(RECORDED)))
+    texts = result["texts"]
+    captions = texts[texts["task"] == "captions"]
+    assert result["metrics"]["texts"]["captions"] == 80
+    assert captions.groupby("class_id").size().to_dict() == {str(d): 8 for d in range(10)}
+    corpus = set(pd.read_parquet(mini / "zoo" / "corpus" / "captions.parquet")["caption"])
+    assert set(captions["text"]) <= corpus
+    before = mini / "disambiguate"
+    if (before / "texts.parquet").is_file():  # the captions are all that changed
+        old = pd.read_parquet(before / "texts.parquet")
+        pd.testing.assert_frame_equal(texts[texts["task"] != "captions"].reset_index(drop=True),
+                                      old[old["task"] != "captions"].reset_index(drop=True))
+        for name in ("prompt_names", "candidates"):
+            pd.testing.assert_frame_equal(result[name],
+                                          pd.read_parquet(before / f"{name}.parquet"))

@@ -1,7 +1,7 @@
 """The import contracts of pyproject.toml ([tool.importlinter]) hold: entry points above the
 stages, stages above the core, the core above the basics; no stage imports another; only the
-zoo stage and the registered ``mini`` backend reach ``lib.mini``; the mini models do not use
-the training or generation core."""
+zoo stage and the registered ``mini`` backends (text-to-image, fine-tuner) reach ``lib.mini``;
+the mini models do not use the training or generation core."""
 
 from __future__ import annotations
 

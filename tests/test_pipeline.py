@@ -86,8 +86,8 @@ def test_data_dvc_stays_clean_after_materialising(repo):
 
 
 def test_every_stage_runs_and_leaves_its_artefacts(repo, repro):
-    for stage in ("zoo", "classes", "disambiguate", "prompts", "generate", "train", "clip",
-                  "analyze"):
+    for stage in ("zoo", "classes", "finetune", "disambiguate", "prompts", "generate", "train",
+                  "clip", "analyze"):
         assert f"Running stage '{stage}'" in repro
         executed = notebooks.read(repo / "reports/notebooks" / f"{stage}.ipynb")
         assert notebooks.has_outputs(executed), stage
@@ -108,6 +108,21 @@ def test_every_stage_runs_and_leaves_its_artefacts(repo, repro):
     assert headline["sweep_runs"] == 3
     train = json.loads((repo / "metrics/train.json").read_text())
     assert 0.0 <= train["val.top1"] <= 1.0 and train["num_synthetic"] == len(generated)
+
+
+def test_finetune_none_writes_the_train_captions_and_no_model(repo, repro):
+    """smoke has no fine-tuner (finetune.backend none): the stage writes the captions of the
+    train split, no model, and metrics that say how many images it captioned."""
+    out = repo / "outputs/finetune"
+    captions = pd.read_parquet(out / "captions.parquet")
+    images = pd.read_parquet(repo / "outputs/classes/images.parquet")
+    train = images[images["split"] == "train"]
+    assert sorted(captions["image_id"]) == sorted(train["image_id"])
+    assert captions["caption"].str.startswith("the digit ").all()
+    assert not (out / "t2i").exists()
+    assert json.loads((out / "finetune.json").read_text())["model"] is None
+    assert json.loads((repo / "metrics/finetune.json").read_text()) == {
+        "train_images": len(train)}
 
 
 def test_aux_norm_path_is_on_in_the_checkpoint(repo, repro):
@@ -201,7 +216,7 @@ def test_exp_run_reruns_only_dependent_stages(repo, repro):
     sh("git", "commit", "-qm", "smoke run", cwd=repo)
     out = sh(str(BIN / "dvc"), "exp", "run", "-S", "train.label_smoothing=0.05", cwd=repo)
     assert "Running stage 'train'" in out and "Running stage 'analyze'" in out
-    for stage in ("zoo", "classes", "disambiguate", "prompts", "generate", "clip"):
+    for stage in ("zoo", "classes", "finetune", "disambiguate", "prompts", "generate", "clip"):
         assert f"Running stage '{stage}'" not in out
 
 

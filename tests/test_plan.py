@@ -73,6 +73,7 @@ def test_captions_need_a_captioner_and_a_zoo_model_needs_the_zoo(params: dict[st
     mini = params["profiles"]["mini"]
     mini["prompts"]["strategies"] = ["classname", "cd", "sd", "cdsd", "captions"]
     mini["prompts"]["synthetic_multiplier"] = 2.5
+    mini["disambiguate"]["captioner_model"] = None
     mini["zoo"]["build"] = "none"
     found = problems(params, "mini")
     assert any("has 'captions' but the profile has no captioner" in p for p in found)
@@ -121,3 +122,61 @@ def test_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.startswith("profile smoke:") and "sweep: 10 training runs" in out
     assert plan.main(["--profile", "laptop"]) == 2
     assert "common.profile='laptop'; valid profiles: smoke, mini" in capsys.readouterr().err
+
+
+def test_nothing_may_use_a_finetuned_model_that_is_not_made(params: dict[str, Any]) -> None:
+    params["profiles"]["smoke"]["generate"]["model"] = "./outputs/finetune/t2i"
+    (found,) = problems(params, "smoke")  # smoke: finetune.backend none
+    assert found == ("finetune.backend is 'none' (nothing is fine-tuned) but generate.model "
+                     "names the fine-tuned model's folder")
+    params["profiles"]["mini"]["generate"]["model"] = "./outputs/finetune/t2i"
+    assert problems(params, "mini") == []  # mini fine-tunes: the study may generate with it
+
+
+def test_the_mini_finetuner_needs_the_mini_model(params: dict[str, Any]) -> None:
+    params["profiles"]["smoke"]["finetune"]["backend"] = "mini"
+    (found,) = problems(params, "smoke")
+    assert "finetune.base_model='./outputs/zoo/t2i' is a model of zoo.build='tiny-random'" in found
+
+
+def test_the_plan_counts_the_finetuning(params: dict[str, Any], tmp_path: Path) -> None:
+    mini = plan.make_plan(plan.profile_params(params, "mini"), root=tmp_path)
+    assert mini["stages"][:3] == ["zoo", "classes", "finetune"]
+    assert mini["work"]["finetune"]["seconds"] == pytest.approx(300 * 0.156 + 38)
+    paper = plan.make_plan(plan.profile_params(params, "imagenet"), root=tmp_path)
+    assert paper["work"]["finetune"] == {"device": None, "seconds": 0.0}  # backend none
+
+
+def test_the_mini_world_captions_real_images_by_retrieval(params: dict[str, Any]) -> None:
+    """The mini profile has a captioner (the retrieval one over the zoo's corpus) without
+    generating the captions strategy: a fifth strategy would divide the generation among
+    five and leave the sweep's 0.5x ungenerated."""
+    cfgs = plan.load_sections(plan.profile_params(params, "mini"))
+    dis = cfgs["disambiguate"]
+    assert (dis.captioner_backend, dis.captioner_model, dis.captioner_captions) == (
+        "retrieval", "./outputs/zoo/clip", "./outputs/zoo/corpus")
+    assert dis.captions_per_class == 8
+    assert "captions" not in cfgs["prompts"].strategies
+    mini = params["profiles"]["mini"]
+    mini["prompts"]["strategies"] = [*mini["prompts"]["strategies"], "captions"]
+    (found,) = problems(params, "mini")
+    assert "sweep.multipliers goes up to 0.5x but each strategy is generated at 0.4x" in found
+
+
+def test_the_retrieval_captioner_needs_its_captions_and_only_it_reads_them(
+        params: dict[str, Any]) -> None:
+    mini, smoke = params["profiles"]["mini"], params["profiles"]["smoke"]
+    mini["disambiguate"]["captioner_captions"] = None
+    (found,) = problems(params, "mini")
+    assert "captioner_backend is 'retrieval' but captioner_captions" in found
+    mini["disambiguate"]["captions_per_class"] = 0  # no captions asked for: nothing needed
+    assert problems(params, "mini") == []
+    smoke["disambiguate"]["captioner_captions"] = "./outputs/zoo/corpus"
+    (found,) = problems(params, "smoke")
+    assert "captioner_captions is set but only the retrieval captioner reads it" in found
+    # The collection counts as a zoo output: a profile without a zoo cannot name it.
+    mini["disambiguate"]["captions_per_class"] = 8
+    mini["disambiguate"]["captioner_captions"] = "./outputs/zoo/corpus"
+    mini["zoo"]["build"] = "none"
+    zoo = next(p for p in problems(params, "mini") if p.startswith("zoo.build is 'none'"))
+    assert "disambiguate.captioner_captions" in zoo and "disambiguate.captioner_model" in zoo

@@ -11,9 +11,15 @@ import pytest
 from PIL import Image
 
 from lib import plots
+from lib.finetuning import ModelSamples
 from lib.mini.t2i import GuidanceSamples
 from lib.plots.evaluation import per_class_figure, recognizability_figure, zero_shot_figure
-from lib.plots.images import corruption_figure, guidance_grid_figure, sample_grid_figure
+from lib.plots.images import (
+    corruption_figure,
+    guidance_grid_figure,
+    model_grid_figure,
+    sample_grid_figure,
+)
 from lib.plots.prompts import diversity_figure
 from lib.plots.tables import (
     closest_candidates,
@@ -22,7 +28,11 @@ from lib.plots.tables import (
     value_counts,
     zero_shot_table,
 )
-from lib.plots.training import classifier_curves_figure, clip_loss_figure
+from lib.plots.training import (
+    classifier_curves_figure,
+    clip_loss_figure,
+    diffusion_loss_figure,
+)
 
 matplotlib.use("Agg")
 
@@ -116,6 +126,23 @@ def test_guidance_grid_figure() -> None:
     assert fig.get_suptitle() == "mini text-to-image: 4 seeds per cell, 5 steps"
     strip = fig.axes[0].images[0].get_array()
     assert strip.shape == (8, 4 * 9 - 1) and strip.mask[:, 8].all()  # a gap between seeds
+
+
+def test_model_grid_figure_one_column_per_model() -> None:
+    images = np.full((2, 2, 3, 8, 8), 255, np.uint8)
+    samples = ModelSamples(images, ["the digit one", "the digit two"],
+                           ["off-the-shelf", "fine-tuned"], [0, 1, 2], steps=20, guidance=2.0)
+    fig = model_grid_figure(samples)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["off-the-shelf", "fine-tuned"]
+    assert [ax.get_ylabel() for ax in fig.axes[::2]] == ["the digit one", "the digit two"]
+    assert fig.get_suptitle() == "3 seeds per cell, 20 steps, guidance 2"
+    assert fig.axes[0].images[0].get_clim() == (0, 255)  # pixels, not the mini levels
+
+
+def test_diffusion_loss_figure_adds_a_running_mean() -> None:
+    fig = diffusion_loss_figure([1.0, 0.5, 0.3, 0.2], window=2)
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 2 and list(lines[1].get_ydata()) == [1.0, 0.75, 0.4, 0.25]
 
 
 def test_diversity_figure_orders_strategies_by_dispersion() -> None:

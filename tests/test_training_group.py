@@ -208,7 +208,10 @@ def test_sweep_groups_write_the_bytes_of_lone_runs(sweep_setup, tiny_project) ->
                           workers=1)
         assert len(lines) == 6
     for run in sorted(p.name for p in out[1].iterdir() if p.is_dir()):
-        for file in ("model.pt", "state.pt", RESULTS, "history.csv", "per_class.csv"):
+        files = sorted(p.name for p in (out[1] / run).iterdir())
+        assert {"model.pt", RESULTS, "history.csv", "per_class.csv"} <= set(files)
+        assert files == sorted(p.name for p in (out[4] / run).iterdir())
+        for file in files:
             assert filecmp.cmp(out[1] / run / file, out[4] / run / file, shallow=False), \
                 f"{run}/{file} differs between group_size 1 and 4"
 

@@ -1,7 +1,9 @@
 """Image captioners by name: the ``CAPTIONER`` registry and :func:`create_captioner`.
 
-A captioner answers ``caption(images, seed)`` with one caption per image, in order. The
-modules imported at the bottom register themselves.
+A captioner answers ``caption(images, seed)`` with one caption per image, in order:
+``transformers`` writes one (an image-to-text model such as BLIP), ``retrieval`` picks the
+collection caption a CLIP model finds closest (not generative; the mini world's captioner).
+The modules imported at the bottom register themselves.
 """
 
 from __future__ import annotations
@@ -22,4 +24,4 @@ def create_captioner(name: str, **kwargs: Any) -> Any:
 
 
 # Registration side effects: each module registers its backend(s).
-from lib.backends import captioner_transformers  # noqa: E402,F401
+from lib.backends import captioner_retrieval, captioner_transformers  # noqa: E402,F401

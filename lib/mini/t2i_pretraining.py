@@ -30,9 +30,7 @@ the 4x4 level only, pooled text embedding, 1.23 M parameters; 16,000 corpus samp
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,36 +38,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import DDPMScheduler
 
-from lib.io import replace_dir
-from lib.mini.t2i import (
-    LEVELS,
-    SCHEDULE,
-    build_pipeline,
-    build_unet,
-    denoise,
-    images_to_model,
+from lib.mini.t2i import SCHEDULE, build_pipeline, build_unet
+from lib.mini.t2i_training import (
+    PREDICTION_TYPES,
+    caption_conditioning,
+    check_images,
+    loss_summary,
+    optimise,
+    save_pipeline,
 )
-from lib.mini.text import (
-    MAX_LENGTH,
-    CaptionFeatures,
-    encode_captions,
-    encode_text,
-    load_minilm,
-)
-from lib.nn.schedule import warmup_cosine_lr
+from lib.mini.text import MAX_LENGTH, CaptionFeatures, load_minilm
 from lib.seeding import seed_for, seeded, torch_threads
-
-PREDICTION_TYPES = ("v_prediction", "epsilon", "sample")
-# Returned metrics left out of training.json: wall-clock timings and this machine's path.
-_NOT_RECORDED = ("steps_per_s", "train_seconds", "encode_seconds", "folder")
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def train_mini_t2i(
@@ -105,9 +85,10 @@ def train_mini_t2i(
     :data:`SCHEDULE` noise schedule (the target is the model's prediction type), images
     scaled to [-1, 1]; each caption is replaced by the empty caption with probability
     ``cond_dropout`` (for classifier-free guidance). AdamW with ``warmup_steps`` of linear
-    warm-up, then cosine decay to a tenth of ``lr``. The model initialisation and each step's
-    batch (drawn with replacement), timesteps, noise and dropout come from generators seeded
-    by ``seed_for(seed, ...)``: the same seed gives the same weights bit for bit on CPU.
+    warm-up, then cosine decay to a tenth of ``lr`` (the loop: :func:`lib.mini.t2i_training.
+    optimise`). The model initialisation and each step's batch (drawn with replacement),
+    timesteps, noise and dropout come from generators seeded by ``seed_for(seed, ...)``: the
+    same seed gives the same weights bit for bit on CPU.
 
     The pipeline (UNet, DDIM scheduler, MiniLM and tokenizer) is saved to ``folder``
     atomically (written next to it, then renamed), with the losses and the metrics in
@@ -127,15 +108,7 @@ def train_mini_t2i(
     ``encode_seconds`` (loading MiniLM and, without ``caption_features``, encoding the
     captions), ``params``, ``unique_captions``, ``config`` and ``folder``.
     """
-    images = np.asarray(images)
-    if images.ndim != 3 or len(images) != len(captions) or len(images) == 0:
-        raise ValueError(
-            f"need images [N, H, W] and N captions, got {images.shape} and {len(captions)}"
-        )
-    if images.min() < 0 or images.max() > LEVELS:
-        raise ValueError(f"image values must lie in 0..{LEVELS}")
-    if images.shape[1] != images.shape[2]:
-        raise ValueError(f"images must be square, got {images.shape[1:]}")
+    images = check_images(images, captions)
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}")
     config = {
@@ -176,33 +149,18 @@ def _train(
     device: torch.device,
 ) -> dict[str, Any]:
     """The body of :func:`train_mini_t2i` (arguments checked, threads set)."""
-    from tqdm.auto import tqdm
-
     dev = device
-    steps, batch_size, lr = config["steps"], config["batch_size"], config["lr"]
-    seed, prediction_type = config["seed"], config["prediction_type"]
-    cond_dropout, warmup_steps = config["cond_dropout"], config["warmup_steps"]
-    max_length = config["max_length"]
+    max_length, prediction_type = config["max_length"], config["prediction_type"]
 
     t0 = time.perf_counter()
     text_encoder, tokenizer = load_minilm(text_encoder_path)
     text_encoder.to(dev)
-    if features is None:
-        features = encode_captions(
-            text_encoder, tokenizer, captions, max_length, progress=progress
-        )
-        rows = features.index
-    elif features.max_length != max_length:
-        raise ValueError(f"caption features were encoded with max_length "
-                         f"{features.max_length}, training uses {max_length}")
-    else:
-        rows = features.rows(captions)
-    states, masks = features.states, features.mask
-    null_states, null_mask = encode_text(text_encoder, tokenizer, [""], states.shape[1])
+    cond = caption_conditioning(text_encoder, tokenizer, captions, max_length, features,
+                                progress=progress)
     encode_seconds = time.perf_counter() - t0
     text_encoder.to("cpu")
 
-    with seeded(seed_for(seed, "mini-t2i", "init")):
+    with seeded(seed_for(config["seed"], "mini-t2i", "init")):
         unet = build_unet(
             block_out_channels=config["block_out_channels"],
             layers_per_block=config["layers_per_block"],
@@ -212,98 +170,24 @@ def _train(
             pooled_text=config["pooled_text"],
             sample_size=images.shape[1],
         )
-    unet.to(dev).train()
-    noise_scheduler = DDPMScheduler(**SCHEDULE)
-    alphas_cumprod = noise_scheduler.alphas_cumprod.to(dev)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=lr,
-                                  weight_decay=config["weight_decay"])
-
-    x_all = images_to_model(images)
-    rows_t = torch.as_tensor(rows)
-    null_states = null_states[0].to(states.dtype)
-    null_mask = null_mask[0]
-    losses: list[float] = []
-    start = 0
     ckpt = folder.with_name(folder.name + ".ckpt")
-    if checkpoint_every and ckpt.is_file():
-        state = torch.load(ckpt, map_location=dev, weights_only=False)
-        if state["config"] != config:
-            raise ValueError(f"checkpoint {ckpt} was made with other settings; remove it")
-        unet.load_state_dict(state["unet"])
-        optimizer.load_state_dict(state["optimizer"])
-        losses, start = list(state["losses"]), int(state["step"])
-
-    end = steps if stop_at is None else min(steps, int(stop_at))
-    t1 = time.perf_counter()
-    bar = tqdm(range(start, end), desc="train mini t2i", disable=not progress)
-    for step in bar:
-        g = torch.Generator("cpu").manual_seed(seed_for(seed, "mini-t2i", "step", step))
-        idx = torch.randint(0, len(x_all), (batch_size,), generator=g)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=g)
-        noise = torch.randn((batch_size, *x_all.shape[1:]), generator=g)
-        drop = torch.rand(batch_size, generator=g) < cond_dropout
-        r = rows_t[idx]
-        cond = torch.where(drop[:, None, None], null_states, states[r]).float()
-        cond_mask = torch.where(drop[:, None], null_mask, masks[r])
-
-        x0, noise, t = x_all[idx].to(dev), noise.to(dev), t.to(dev)
-        ab = alphas_cumprod[t].view(-1, 1, 1, 1)
-        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-        if prediction_type == "epsilon":
-            target = noise
-        elif prediction_type == "v_prediction":
-            target = ab.sqrt() * noise - (1 - ab).sqrt() * x0
-        else:
-            target = x0
-        pred = denoise(unet, xt, t, cond.to(dev), cond_mask.to(dev))
-        loss = torch.nn.functional.mse_loss(pred.float(), target)
-        for group in optimizer.param_groups:
-            group["lr"] = warmup_cosine_lr(step, steps, lr, warmup_steps, final_frac=0.1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        if (step + 1) % 10 == 0 or step + 1 == end:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            _save_checkpoint(
-                ckpt,
-                {
-                    "config": config,
-                    "step": step + 1,
-                    "unet": unet.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "losses": losses,
-                },
-            )
-    bar.close()
-    train_seconds = time.perf_counter() - t1
-    done = end - start
-    window = max(1, min(50, len(losses) // 5))
+    losses, start, end, train_seconds = optimise(
+        unet, images, cond, config, stream="mini-t2i", ckpt=ckpt,
+        checkpoint_every=checkpoint_every, stop_at=stop_at, progress=progress, device=dev,
+        desc="train mini t2i")
     metrics: dict[str, Any] = {
-        "loss_start": float(np.mean(losses[:window])) if losses else float("nan"),
-        "final_loss": float(np.mean(losses[-window:])) if losses else float("nan"),
-        "steps": len(losses),
-        "steps_per_s": done / train_seconds if done else float("nan"),
-        "train_seconds": train_seconds,
+        **loss_summary(losses, end - start, train_seconds),
         "encode_seconds": encode_seconds,
         "params": sum(p.numel() for p in unet.parameters()),
-        "unique_captions": int(states.shape[0]),
+        "unique_captions": int(cond.states.shape[0]),
         "config": config,
         "folder": str(folder),
     }
-    if end < steps:
+    if end < config["steps"]:
         return metrics
 
     unet.eval().requires_grad_(False)
     pipe = build_pipeline(unet.to("cpu"), text_encoder, tokenizer, max_length, prediction_type)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    pipe.save_pretrained(tmp)
-    record = {**{k: v for k, v in metrics.items() if k not in _NOT_RECORDED}, "losses": losses}
-    (tmp / "training.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    replace_dir(tmp, folder)
+    save_pipeline(pipe, folder, metrics, losses)
     ckpt.unlink(missing_ok=True)
     return metrics

@@ -1,6 +1,7 @@
 """Grids of images: the OOD corruptions of real images, generated samples per class and
-strategy, captioned images (the mini world's corpus), and the mini text-to-image model's
-samples per prompt and guidance scale."""
+strategy, captioned images (the mini world's corpus), the mini text-to-image model's
+samples per prompt and guidance scale, and several models' samples per prompt (the
+off-the-shelf and the fine-tuned generator)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from lib.plots import image_grid, style
 
 if TYPE_CHECKING:
+    from lib.finetuning import ModelSamples
     from lib.mini.t2i import GuidanceSamples
 
 
@@ -56,29 +58,51 @@ def captioned_grid_figure(images: np.ndarray, captions: Sequence[str], n: int = 
 def guidance_grid_figure(samples: GuidanceSamples, title: str | None = None) -> plt.Figure:
     """Rows = prompts, columns = guidance scales; each cell a strip of one image per seed
     (separated by a blue gap), from :func:`lib.mini.t2i.guidance_samples`."""
+    n_seeds = samples.images.shape[2]
+    return _strip_grid(
+        samples.images, samples.prompts, [f"guidance {g:g}" for g in samples.guidance_scales],
+        samples.levels,
+        title or f"mini text-to-image: {n_seeds} seeds per cell, {samples.steps} steps")
+
+
+def model_grid_figure(samples: ModelSamples, title: str | None = None) -> plt.Figure:
+    """Rows = prompts, columns = models (e.g. off-the-shelf and fine-tuned); each cell a strip
+    of one image per seed, the k-th from the same noise in every cell (blue gaps), from
+    :func:`lib.finetuning.sample_models`."""
+    n_seeds = samples.images.shape[2]
+    return _strip_grid(
+        samples.images, samples.prompts, samples.models, 255,
+        title or f"{n_seeds} seeds per cell, {samples.steps} steps, "
+                 f"guidance {samples.guidance:g}")
+
+
+def _strip_grid(images: np.ndarray, rows: Sequence[str], columns: Sequence[str], vmax: float,
+                title: str) -> plt.Figure:
+    """``images`` ``[rows, columns, seeds, H, W]`` (grey, 0..``vmax``): a strip of the seeds'
+    images per cell, rows labelled on the left, columns titled above."""
     style()
-    n_prompts, n_scales, n_seeds, height, width = samples.images.shape
+    n_rows, n_cols, n_seeds, height, width = images.shape
     gap = 1
     fig, axes = plt.subplots(
-        n_prompts,
-        n_scales,
-        figsize=(0.45 * n_seeds * n_scales + 2.8, 0.62 * n_prompts + 0.7),
+        n_rows,
+        n_cols,
+        figsize=(0.45 * n_seeds * n_cols + 2.8, 0.62 * n_rows + 0.7),
         squeeze=False,
     )
     cmap = plt.get_cmap("gray").with_extremes(bad="tab:blue")
-    for i, prompt in enumerate(samples.prompts):
-        for j, scale in enumerate(samples.guidance_scales):
+    for i, row in enumerate(rows):
+        for j, column in enumerate(columns):
             strip = np.full((height, n_seeds * (width + gap) - gap), np.nan)
             for k in range(n_seeds):
-                strip[:, k * (width + gap) : k * (width + gap) + width] = samples.images[i, j, k]
+                strip[:, k * (width + gap) : k * (width + gap) + width] = images[i, j, k]
             ax = axes[i][j]
-            ax.imshow(strip, cmap=cmap, vmin=0, vmax=samples.levels, interpolation="nearest")
+            ax.imshow(strip, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(f"guidance {scale:g}", fontsize=9)
+                ax.set_title(column, fontsize=9)
             if j == 0:
-                ax.set_ylabel(prompt, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(title or f"mini text-to-image: {n_seeds} seeds per cell, {samples.steps} steps")
+                ax.set_ylabel(row, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig

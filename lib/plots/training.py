@@ -1,5 +1,6 @@
-"""Training curves: the classifier's loss and training-batch accuracy per domain, and the CLIP
-contrastive loss per set of training pairs."""
+"""Training curves: the classifier's loss and training-batch accuracy per domain, the CLIP
+contrastive loss per set of training pairs, and a diffusion model's loss (the fine-tuned
+generator's)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,16 @@ def clip_loss_figure(history: pd.DataFrame) -> plt.Figure:
     grid = sns.relplot(history, x="step", y="loss", hue="source", kind="line", height=3,
                        aspect=1.6)
     return grid.figure
+
+
+def diffusion_loss_figure(losses: list[float], window: int = 20) -> plt.Figure:
+    """A diffusion model's training loss per step (faint) and its running mean over
+    ``window`` steps, e.g. the fine-tuned generator's (``training.json``'s ``losses``)."""
+    style()
+    fig, ax = plt.subplots(figsize=(6, 3))
+    loss = pd.Series(losses, dtype=float)
+    ax.plot(loss.index, loss, alpha=0.3, label="per step")
+    ax.plot(loss.index, loss.rolling(window, min_periods=1).mean(), label=f"mean of {window}")
+    ax.set(xlabel="step", ylabel="diffusion loss", title="Fine-tuning loss")
+    ax.legend()
+    return fig

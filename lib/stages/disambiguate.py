@@ -6,7 +6,9 @@ class names CLIP picks.
    candidate texts; mode ``generate``: images generated from each candidate) and the winner
    becomes the class's prompt name (lib/disambiguate.py has the rule).
 2. the texts the prompt strategies are built from: CD contexts per class and axis, SD styles
-   (global), word2sen sentences per class, and captions of real training images.
+   (global), word2sen sentences per class, and captions of real training images (written
+   by an image-to-text model, or, with the ``retrieval`` captioner, the caption of a
+   collection that CLIP finds closest: picked, not written).
 
 The LLM requests themselves are :func:`lib.llm.requests.study_requests`.
 
@@ -30,7 +32,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from lib import disambiguate as dis
-from lib import provenance
+from lib import paths, provenance
 from lib.backends.captioner import create_captioner
 from lib.backends.clip import create_clip
 from lib.backends.llm import create_llm
@@ -137,14 +139,27 @@ def choose_names(cfg: DisambiguateConfig, classes: pd.DataFrame, answers: pd.Dat
                                                  cfg.distinct_weight))
 
 
+def make_captioner(cfg: DisambiguateConfig) -> Any:
+    """The configured captioner; ``retrieval`` also gets its caption collection."""
+    kwargs: dict[str, Any] = {"model": cfg.resolve_model(cfg.captioner_model),
+                              "device": cfg.common.device}
+    if cfg.captioner_backend == "retrieval":
+        if not cfg.captioner_captions:
+            raise ValueError("disambiguate.captioner_backend=retrieval needs "
+                             "captioner_captions (the caption collection it picks from)")
+        kwargs["captions"] = str(paths.resolve(cfg.captioner_captions, cfg.root))
+    elif cfg.captioner_captions:
+        raise ValueError(f"disambiguate.captioner_captions is read by the retrieval captioner "
+                         f"only; set it to null for captioner_backend={cfg.captioner_backend}")
+    return create_captioner(cfg.captioner_backend, **kwargs)
+
+
 def captions(cfg: DisambiguateConfig, images: pd.DataFrame) -> pd.DataFrame:
     """Captions of real training images per class (none when no captioner is configured)."""
     cols = ["task", "class_id", "axis", "index", "text", "failed"]
     if not cfg.captioner_model or cfg.captions_per_class == 0:
         return pd.DataFrame(columns=cols)
-    captioner = create_captioner(cfg.captioner_backend,
-                                 model=cfg.resolve_model(cfg.captioner_model),
-                                 device=cfg.common.device)
+    captioner = make_captioner(cfg)
     rows = []
     per_class = real_images(cfg, images, cfg.captions_per_class)
     for class_id, ims in tqdm(per_class.items(), desc="captions", disable=not cfg.common.progress):
