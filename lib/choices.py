@@ -39,6 +39,11 @@ Strategy = Literal["classname", "description", "hypernym", "templates", "word2se
 RealSource = Literal["real", "real-noaug"]
 Source = Literal[RealSource, Strategy]
 Regime = Literal["full", "limited", "none"]  # how much real data a sweep run keeps
+# The studies (lib/study): which class names a generation setting prompts with (the names
+# disambiguation chose, or the raw class names: the ablation's "naive" row), and the two
+# studies whose runs the `study` stages train.
+ClassNames = Literal["chosen", "raw"]
+StudyName = Literal["scaling", "diversify"]
 
 Dtype = Literal["float32", "float16", "bfloat16"]
 ImageFormat = Literal["png", "jpg", "jpeg"]

@@ -33,6 +33,7 @@ from lib.choices import (
     Augmentation,
     CaptionerBackend,
     CDAxis,
+    ClassNames,
     ClassSet,
     ClipBackend,
     ClipSource,
@@ -57,9 +58,9 @@ from lib.validation import ConfigError, make
 
 # The stages that run a notebook (dvc.yaml), in pipeline order.
 STAGES = ("zoo", "classes", "finetune", "disambiguate", "prompts", "generate", "train", "clip",
-          "analyze")
+          "analyze", "report")
 # Every section of params.yaml that builds a configuration: the notebook stages and the sweep.
-SECTIONS = (*STAGES, "sweep")
+SECTIONS = (*STAGES, "sweep", "study")
 
 
 
@@ -77,6 +78,7 @@ class Dirs:
     generate: str
     train: str
     sweep: str
+    study: str
     clip: str
     analyze: str
     metrics: str
@@ -293,6 +295,53 @@ class SweepConfig(StageConfig):
 
 
 @dataclass(frozen=True)
+class GenerationSetting:
+    """One generation of the studies (``study.settings``): the prompts of one strategy with
+    the class names disambiguation chose (or the raw names), sampled by one model at one
+    guidance scale. None takes the profile's ``generate`` value."""
+
+    strategy: Strategy
+    names: ClassNames
+    guidance: float | None
+    model: str | None
+
+
+@dataclass(frozen=True)
+class StudyConfig(StageConfig):
+    """The two studies (docs/studies.md; :mod:`lib.study`): the generation settings, which
+    of them each factor compares, and the sizes, seeds and training-length rule of the runs.
+    ``large`` switches to the full sizes of docs/studies.md."""
+
+    settings: dict[str, GenerationSetting]
+    prompt_settings: tuple[str, ...]  # scaling: the prompt factor (guidance and model default)
+    guidance_settings: tuple[str, ...]  # scaling: the guidance factor (one strategy)
+    generator_settings: tuple[str, ...]  # scaling: the generator factor
+    mixed_setting: str  # scaling: real + this setting, where synthetic data helps
+    scaleup_settings: tuple[str, ...]  # diversify: the scale-up curves
+    ablation_settings: tuple[str, ...]  # diversify: the ablation rows, one component each
+    arch_setting: str  # diversify: the setting of the second architecture's curve
+    archs: tuple[str, ...]  # diversify: classifier architectures (the first: every other curve)
+    retrieval: bool  # diversify: the retrieval baseline (corpus images, no generation)
+    real_sizes: tuple[int, ...]  # real images per class of the real-only curve (0: all)
+    synthetic_multipliers: tuple[float, ...]  # synthetic-only curves, x the real count
+    mixed_real_sizes: tuple[int, ...]  # real sizes (per class, 0: all) of the mixed runs
+    mixed_multiplier: float
+    scaleup_multipliers: tuple[float, ...]  # diversify: 0 is the real-only point
+    ablation_multiplier: float
+    arch_multipliers: tuple[float, ...]
+    large: bool  # the full sizes of docs/studies.md (large_*) instead of the profile's
+    large_synthetic_multipliers: tuple[float, ...]
+    large_scaleup_multipliers: tuple[float, ...]
+    large_arch_multipliers: tuple[float, ...]
+    seeds: tuple[int, ...]
+    epochs: int  # the training-length rule: epochs over a run's images (docs/studies.md)
+    min_steps: int
+    max_steps: int
+    workers: int  # runs trained at a time, one CPU thread each
+    group_size: int  # small-CNN runs trained together (lib/training/group_run.py)
+
+
+@dataclass(frozen=True)
 class ClipConfig(StageConfig):
     model: str
     pretrained: str | None
@@ -309,6 +358,18 @@ class AnalyzeConfig(StageConfig):
     dpi: int
 
 
+@dataclass(frozen=True)
+class ReportConfig(StageConfig):
+    """The studies' report (:mod:`lib.stages.report`): fits, quality, claims, figures."""
+
+    batch_size: int
+    dpi: int
+    bootstrap: int  # resamples of the seeds for every fit's interval
+    embed_backend: ClipBackend  # the image embedding that diversity is measured in
+    embed_model: str
+    embed_pretrained: str | None
+
+
 CONFIGS: dict[str, type[StageConfig]] = {
     "zoo": ZooConfig,
     "classes": ClassesConfig,
@@ -319,7 +380,9 @@ CONFIGS: dict[str, type[StageConfig]] = {
     "train": TrainConfig,
     "clip": ClipConfig,
     "analyze": AnalyzeConfig,
+    "report": ReportConfig,
     "sweep": SweepConfig,
+    "study": StudyConfig,
 }
 
 

@@ -9,12 +9,13 @@ and kept. The sweep runner (:mod:`lib.sweep`) trains them; ``python -m lib.plan`
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from typing import Any
 
 from lib import config
 from lib.choices import REAL_SOURCES
+from lib.training.many import config_hash
+
+__all__ = ["GridPoint", "config_hash", "grid_points", "point_config"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,12 +74,3 @@ def point_config(cfg: config.TrainConfig, sweep: config.SweepConfig,
     if point.source == "real-noaug":
         values["augment"] = ()
     return dataclasses.replace(cfg, **values)
-
-
-def config_hash(cfg: config.TrainConfig, inputs: dict[str, str] | None = None) -> str:
-    """A digest of what a run's numbers depend on: every setting except progress bars, and
-    the digests of the input records it read (``inputs``: :func:`lib.provenance.begin`), so
-    a run trained on images that have since been regenerated is not kept."""
-    params = {k: v for k, v in cfg.as_params().items() if k != "progress"}
-    params["inputs"] = dict(sorted((inputs or {}).items()))
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]

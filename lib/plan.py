@@ -91,7 +91,33 @@ def check_profile(cfgs: Mapping[str, config.StageConfig]) -> list[str]:
         if local:
             problems.append(f"zoo.build is 'none' but {', '.join(local)} name models the zoo "
                             "stage builds")
-    return problems + _finetune_problems(cfgs)
+    return problems + _finetune_problems(cfgs) + _study_problems(cfgs)
+
+
+def _study_problems(cfgs: Mapping[str, config.StageConfig]) -> list[str]:
+    """The studies' settings: known names, and each generation that runs can be made."""
+    from lib.study import spec
+
+    study, tune, dis = cfgs["study"], cfgs["finetune"], cfgs["disambiguate"]
+    try:
+        spec.check(study)
+    except config.ConfigError as err:
+        return [str(err)]
+    tuned = tune.path("finetune").resolve()
+    problems = []
+    for name, setting in study.settings.items():
+        if spec.generation_multiplier(study, name) == 0:
+            continue  # no run of this profile reads it: its stage writes an empty folder
+        local = setting.model and setting.model.startswith("./")
+        model = paths.resolve(setting.model, tune.root).resolve() if local else None
+        if model and tune.backend == "none" and model.is_relative_to(tuned):
+            problems.append(f"study.settings.{name} samples the fine-tuned model "
+                            f"({setting.model}) but finetune.backend is 'none'")
+        if setting.strategy == "captions" and (dis.captioner_model is None
+                                               or dis.captions_per_class < 1):
+            problems.append(f"study.settings.{name} prompts with captions but the profile has "
+                            "no captioner (disambiguate.captioner_model / captions_per_class)")
+    return problems
 
 
 def _finetune_problems(cfgs: Mapping[str, config.StageConfig]) -> list[str]:

@@ -199,3 +199,24 @@ def build_prompt_manifest(
         detail = "; ".join(f"{s}: {sorted(set(v))[0]} (+{len(set(v)) - 1} more)" for s, v in lacking.items())
         raise ValueError(f"prompt strategies lack their inputs: {detail}")
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def class_texts(names: pd.DataFrame, texts: pd.DataFrame) -> dict[str, ClassTexts]:
+    """Each class's :class:`~lib.ClassTexts` from the disambiguate stage's outputs."""
+    ok = texts[~texts["failed"]].sort_values(["task", "class_id", "axis", "index"])
+    styles = tuple(ok[ok["task"] == "styles"]["text"])
+    out = {}
+    for c in names.itertuples():
+        mine = ok[ok["class_id"] == c.class_id]
+        ctx = mine[mine["task"] == "contexts"]
+        out[c.class_id] = ClassTexts(
+            class_id=c.class_id,
+            name=c.prompt_name,
+            gloss=c.gloss,
+            hypernym=c.hypernyms.split(";")[0] if c.hypernyms else "",
+            sentences=tuple(mine[mine["task"] == "word2sen"]["text"]),
+            captions=tuple(mine[mine["task"] == "captions"]["text"]),
+            contexts={a: tuple(g["text"]) for a, g in ctx.groupby("axis", sort=True)},
+            styles=styles,
+        )
+    return out

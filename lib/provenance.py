@@ -43,6 +43,9 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "sweep": ("classes", "generate"),
     "clip": ("classes", "disambiguate", "generate", "zoo"),
     "analyze": ("classes", "generate", "disambiguate", "train", "sweep", "clip"),
+    # The studies' folders (synth/<setting>, study/<study>) are checked by lib.study and the
+    # report stage against the records lib.study.synth and lib.study.runs write.
+    "report": ("classes", "zoo"),
 }
 
 
@@ -143,9 +146,14 @@ def check_folder(cfg: config.StageConfig, name: str,
 
 
 def folder_of(cfg: config.StageConfig, name: str) -> Path:
-    """The output folder of a stage, or of ``sweep/<source>``."""
+    """The output folder of a stage, of ``sweep/<source>``, or of a study's
+    ``synth/<setting>`` and ``study/<study>`` (:mod:`lib.study`)."""
     if name.startswith("sweep/"):
         return cfg.path("sweep") / name.split("/", 1)[1]
+    if name.startswith("synth/"):
+        return cfg.path("study") / "synth" / name.split("/", 1)[1]
+    if name.startswith("study/"):
+        return cfg.path("study") / "runs" / name.split("/", 1)[1]
     return cfg.path(name)
 
 
@@ -209,6 +217,10 @@ def _remedy(cfg: config.StageConfig, name: str) -> str:
         source = name.split("/", 1)[1]
         command = (f"python -m lib.sweep --source {source} --out "
                    f"{cfg.common.dirs.sweep}/{source}")
+    elif name.startswith("synth/"):
+        command = f"python -m lib.study.synth --setting {name.split('/', 1)[1]}"
+    elif name.startswith("study/"):
+        command = f"python -m lib.study --study {name.split('/', 1)[1]}"
     else:
         command = f"python -m lib.runner {name}"
     return f"run `dvc repro` (or `{command}`) first"

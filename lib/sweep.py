@@ -32,113 +32,44 @@ per regime and seed). A run whose ``metrics.json`` exists and records the same c
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import sys
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from lib import config, paths, provenance
-from lib.grid import GridPoint, config_hash, grid_points, point_config
-from lib.processes import die_with_parent
+from lib.grid import GridPoint, grid_points, point_config
+from lib.training import many
+from lib.training.many import RESULTS, worker_pool
 
-RESULTS = "metrics.json"  # a run's flat results, in its folder
+__all__ = ["RESULTS", "run_sweep", "sweep_tasks", "worker_pool", "main"]
+
+
+def _spec(cfg: config.TrainConfig, sweep: config.SweepConfig, point: GridPoint) -> many.RunSpec:
+    return many.RunSpec(point.name, point_config(cfg, sweep, point), point.record())
 
 
 def _done(cfg: config.TrainConfig, sweep: config.SweepConfig, point: GridPoint,
           out: Path, inputs: dict[str, str] | None = None) -> bool:
-    path = out / point.name / RESULTS
-    if not path.exists():
-        return False
-    try:
-        return json.loads(path.read_text()).get("config_hash") == config_hash(
-            point_config(cfg, sweep, point), inputs)
-    except (OSError, ValueError):
-        return False
+    return many.is_done(_spec(cfg, sweep, point), out, inputs)
 
 
 def _run_point(cfg: config.TrainConfig, sweep: config.SweepConfig, point: GridPoint,
                out: Path, inputs: dict[str, str] | None = None) -> str:
-    import torch
-
-    from lib.training.classifier_run import train_and_evaluate
-
-    torch.set_num_threads(1)  # the same kernels whether one run or several run at a time
-    run_dir = out / point.name
-    run_cfg = point_config(cfg, sweep, point)
-    result = train_and_evaluate(
-        run_cfg, out=run_dir, metrics_path=run_dir / RESULTS,
-        history_path=run_dir / "history.csv",
-        extra_metrics={**point.record(), "config_hash": config_hash(run_cfg, inputs)})
-    return f"{point.name}: val top1 {result['metrics']['val']['top1']:.4f}"
+    """Train one grid point alone (:func:`lib.training.many.run_one`)."""
+    return many.run_one(_spec(cfg, sweep, point), out, inputs)
 
 
 def _run_group(cfg: config.TrainConfig, sweep: config.SweepConfig, points: list[GridPoint],
                out: Path, inputs: dict[str, str] | None = None) -> list[str]:
-    """Train ``points`` together (:func:`lib.training.group_run.train_and_evaluate_group`:
-    each run's outputs are the bytes :func:`_run_point` writes), or the one point alone
-    when it cannot share a group; one summary line per run."""
-    import torch
-
-    from lib.training.group_run import groupable, train_and_evaluate_group
-
-    run_cfgs = [point_config(cfg, sweep, p) for p in points]
-    if len(points) == 1 and not groupable(run_cfgs[0]):
-        return [_run_point(cfg, sweep, points[0], out, inputs)]
-    torch.set_num_threads(1)  # as _run_point
-    results = train_and_evaluate_group(
-        run_cfgs, [out / p.name for p in points],
-        [{**p.record(), "config_hash": config_hash(c, inputs)} for p, c in zip(points, run_cfgs)],
-        results=RESULTS, history="history.csv")
-    return [f"{p.name}: val top1 {r['metrics']['val']['top1']:.4f}"
-            for p, r in zip(points, results)]
+    """Train ``points`` together, each bit for bit as alone (:func:`lib.training.many.run_group`)."""
+    return many.run_group([_spec(cfg, sweep, p) for p in points], out, inputs)
 
 
 def sweep_tasks(cfg: config.TrainConfig, sweep: config.SweepConfig, points: list[GridPoint],
                 out: Path) -> list[list[GridPoint]]:
-    """``points`` cut into the tasks the workers run, in grid order: groups of at most
-    ``sweep.group_size`` runs that can train together (the small CNNs of one batch layout,
-    :func:`lib.training.group_run.group_key`, resuming from the same step), and single runs
-    (the others). A run's numbers do not depend on the grouping: a group trains each run
-    bit for bit as it trains alone."""
-    size = sweep.group_size
-    if size < 1:
-        raise ValueError(f"sweep.group_size must be positive, got {size}")
-    if size == 1:
-        return [[p] for p in points]
-    from lib.training.group_run import group_key, groupable
-
-    buckets: dict[tuple[str, int], list[GridPoint]] = {}
-    tasks: list[list[GridPoint]] = []
-    for point in points:
-        run_cfg = point_config(cfg, sweep, point)
-        step = _resume_step(out / point.name / "state.pt")
-        if not groupable(run_cfg) or step is None:
-            tasks.append([point])
-            continue
-        bucket = buckets.setdefault((group_key(run_cfg), step), [])
-        if not bucket:
-            tasks.append(bucket)  # filled below, in order of first appearance
-        bucket.append(point)
-    out_tasks: list[list[GridPoint]] = []
-    for task in tasks:
-        out_tasks += [task[i:i + size] for i in range(0, len(task), size)]
-    return out_tasks
-
-
-def _resume_step(path: Path) -> int | None:
-    """The step a run's checkpoint resumes from (0 without one); None when it cannot be
-    read (the run then trains alone and its error names the file)."""
-    if not path.exists():
-        return 0
-    import torch
-
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
-    except Exception:  # noqa: BLE001 - any unreadable file: left to the lone run to report
-        return None
+    """``points`` cut into the tasks the workers run (:func:`lib.training.many.tasks`)."""
+    by_name = {p.name: p for p in points}
+    cut = many.tasks([_spec(cfg, sweep, p) for p in points], out, sweep.group_size)
+    return [[by_name[s.name] for s in task] for task in cut]
 
 
 def run_sweep(cfg: config.TrainConfig, sweep: config.SweepConfig, source: str, out: Path,
@@ -147,53 +78,14 @@ def run_sweep(cfg: config.TrainConfig, sweep: config.SweepConfig, source: str, o
 
     Checks first that the images it reads are the current profile's and settings' (the
     ``train`` stage's inputs, :func:`lib.provenance.begin`); records its own provenance in
-    ``out`` once every run is done. Runs train in the tasks of :func:`sweep_tasks`."""
+    ``out`` once every run is done."""
     inputs = provenance.begin(cfg, "sweep", out=out)
-    points = grid_points(sweep, source)
-    todo = [p for p in points if not _done(cfg, sweep, p, out, inputs)]
-    print(f"[sweep] {source}: {len(points)} runs, {len(points) - len(todo)} already done",
-          flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    workers = sweep.workers if workers is None else workers
-    if workers < 1:
-        raise ValueError(f"sweep.workers must be positive, got {workers}")
-    tasks = sweep_tasks(cfg, sweep, todo, out)
-    if workers == 1 or len(tasks) <= 1:
-        lines = [line for task in tasks for line in _run_group(cfg, sweep, task, out, inputs)]
-    else:
-        with worker_pool(workers) as pool:
-            futures = [pool.submit(_run_group, cfg, sweep, task, out, inputs) for task in tasks]
-            lines = []
-            for f in futures:
-                for line in f.result():
-                    lines.append(line)
-                    print(f"[sweep] {len(lines)}/{len(todo)} {line}", flush=True)
+    specs = [_spec(cfg, sweep, p) for p in grid_points(sweep, source)]
+    lines = many.train_runs(specs, out, workers=sweep.workers if workers is None else workers,
+                            group_size=sweep.group_size, inputs=inputs, label=f"sweep {source}")
     provenance.finish(cfg, "sweep", inputs, out=out,
                       recorded=provenance.sweep_settings(cfg, sweep, source))
     return lines
-
-
-@contextlib.contextmanager
-def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """``workers`` fresh (spawned) processes of one CPU thread each, each of which dies with
-    this process (:func:`lib.processes.die_with_parent`): a killed sweep stops its runs."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                 initializer=die_with_parent,
-                                 initargs=(os.getpid(),)) as pool:
-            yield pool
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     except provenance.ProvenanceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for line in lines:
-        print(f"[sweep] {line}")
+    print(f"[sweep] {args.source}: {len(lines)} runs trained")
     return 0
 
 

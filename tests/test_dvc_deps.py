@@ -49,10 +49,13 @@ def notebook_imports(stage: str) -> set[str]:
 
 def entry_modules(stage: str) -> set[str]:
     cmd = DVC[stage]["cmd"]
+    assert isinstance(cmd, str), f"{stage}: one command expected"
     module = re.match(r"python -m (lib(?:\.\w+)*)", cmd)
     assert module, f"{stage}: cannot tell which module `{cmd}` runs"
     if module.group(1) == "lib.runner":
         return {"lib.runner", *notebook_imports(stage)}
+    if (ROOT / Path(*module.group(1).split(".")) / "__main__.py").is_file():
+        return {f"{module.group(1)}.__main__"}  # `python -m package` runs its __main__
     return {module.group(1)}
 
 

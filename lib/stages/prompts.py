@@ -20,27 +20,6 @@ from lib.metrics import write_metrics
 from lib.plots.prompts import diversity_figure
 
 
-def class_texts(names: pd.DataFrame, texts: pd.DataFrame) -> dict[str, prompts.ClassTexts]:
-    """Each class's :class:`~lib.prompts.ClassTexts` from the disambiguate stage's outputs."""
-    ok = texts[~texts["failed"]].sort_values(["task", "class_id", "axis", "index"])
-    styles = tuple(ok[ok["task"] == "styles"]["text"])
-    out = {}
-    for c in names.itertuples():
-        mine = ok[ok["class_id"] == c.class_id]
-        ctx = mine[mine["task"] == "contexts"]
-        out[c.class_id] = prompts.ClassTexts(
-            class_id=c.class_id,
-            name=c.prompt_name,
-            gloss=c.gloss,
-            hypernym=c.hypernyms.split(";")[0] if c.hypernyms else "",
-            sentences=tuple(mine[mine["task"] == "word2sen"]["text"]),
-            captions=tuple(mine[mine["task"] == "captions"]["text"]),
-            contexts={a: tuple(g["text"]) for a, g in ctx.groupby("axis", sort=True)},
-            styles=styles,
-        )
-    return out
-
-
 def run(cfg: PromptsConfig) -> dict[str, Any]:
     prompts.check_strategies(cfg.strategies)
     inputs = provenance.begin(cfg, "prompts")
@@ -51,7 +30,7 @@ def run(cfg: PromptsConfig) -> dict[str, Any]:
     targets = prompts.targets_per_class(train_counts, cfg.synthetic_multiplier)
     manifest = prompts.build_prompt_manifest(
         names, targets, list(cfg.strategies), seed=cfg.common.seed,
-        negative_prompt=cfg.negative_prompt, texts=class_texts(names, texts),
+        negative_prompt=cfg.negative_prompt, texts=prompts.class_texts(names, texts),
         sd_ratio=cfg.sd_ratio,
     )
     if manifest.empty:
