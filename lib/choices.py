@@ -52,6 +52,9 @@ Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["cosine", "constant"]
 Amp = Literal["bf16", "bfloat16", "fp16", "float16"]
 Augmentation = Literal["rrc", "crop", "flip", "jitter"]  # lib.nn.augment
+# What the auxiliary norm does to LayerNorms (lib.nn.aux_norm.convert_to_aux_norm): "shared"
+# leaves them alone, "aux" gives each domain its own affine parameters (a project option).
+AuxLayerNormMode = Literal["shared", "aux"]
 ClipSource = Literal["real", "synthetic", "combined"]  # image-text pairs the clip stage trains on
 
 

@@ -31,6 +31,7 @@ from lib.choices import (
     PROFILES,
     Amp,
     Augmentation,
+    AuxLayerNormMode,
     CaptionerBackend,
     CDAxis,
     ClassNames,
@@ -238,6 +239,7 @@ class TrainConfig(StageConfig):
     image_size: int
     channels: int
     aux_norm: bool
+    aux_layernorm: AuxLayerNormMode  # with aux_norm: LayerNorms shared, or per domain (ViTs)
     use_synthetic: bool
     steps: int  # optimizer steps (ignored when epochs is set)
     epochs: float | None  # None: use steps; else steps = epochs x epoch size / images per step

@@ -15,6 +15,7 @@ from lib.backends.llm import LLM
 from lib.backends.t2i import T2I
 from lib.llm.templates import TEMPLATES_PATH
 from lib.nn.augment import AUGMENTATIONS
+from lib.nn.aux_norm import LAYERNORM_MODES
 from lib.shards import IMAGE_FORMATS
 from lib.training.loop import AMP_DTYPES
 
@@ -36,6 +37,7 @@ def test_data_choices_are_the_implemented_tables() -> None:
     assert set(values(choices.Corruption)) == set(data.CORRUPTIONS)
     assert set(values(choices.ClassSet)) == set(classsets.SUBSET_SIZES)
     assert values(choices.Augmentation) == AUGMENTATIONS
+    assert values(choices.AuxLayerNormMode) == LAYERNORM_MODES
     assert set(values(choices.Dtype)) == set(loading.DTYPES)
     assert set(values(choices.ImageFormat)) == set(IMAGE_FORMATS)
     assert set(values(choices.Amp)) == set(AMP_DTYPES)

@@ -16,6 +16,7 @@ import timm
 from torch import nn
 
 import lib.nn.mini_cnn  # noqa: F401  (registers the small 8x8 architectures with timm)
+import lib.nn.mini_vit  # noqa: F401  (registers the small 8x8 ViT with timm)
 from lib.backends.classifier import CLASSIFIER
 from lib.nn.aux_norm import convert_to_aux_norm
 

@@ -83,6 +83,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 _BN_TENSORS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 _LN_TENSORS = ("weight", "bias")
 _AUX_KEY_SUFFIXES = tuple(f".aux.{name}" for name in _BN_TENSORS)
+LAYERNORM_MODES = ("shared", "aux")  # convert_to_aux_norm's ``layernorm`` (lib.choices)
 
 
 @dataclass(frozen=True)
@@ -474,7 +475,7 @@ def convert_to_aux_norm(
     a norm layer). Raises ``ValueError`` when there is nothing to convert, because asking for
     an auxiliary norm and silently getting none would invalidate an ablation.
     """
-    if layernorm not in ("shared", "aux"):
+    if layernorm not in LAYERNORM_MODES:
         raise ValueError(f"layernorm must be 'shared' or 'aux', got {layernorm!r}")
     new = _convert_one(model, layernorm, "<root>")
     if new is not None:

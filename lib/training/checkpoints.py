@@ -46,6 +46,7 @@ def load_plain_timm(
     import timm
 
     import lib.nn.mini_cnn  # noqa: F401  (registers the small 8x8 architectures with timm)
+    import lib.nn.mini_vit  # noqa: F401  (registers the small 8x8 ViT with timm)
 
     state = torch.load(path, map_location="cpu", weights_only=True)
     key = "state_dict" if "state_dict" in state else "model"

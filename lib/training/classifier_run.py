@@ -1,8 +1,8 @@
 """One classifier run of the study: its images, the model, training, evaluation, the outputs.
 
 :func:`train_and_evaluate` is the ``train`` stage (:mod:`lib.stages.train`) and every point
-of the ablation grid (:mod:`lib.sweep`): a timm classifier (with the auxiliary BN when
-``aux_norm``) trained on the real (+ synthetic) images that :func:`lib.training.inputs.load_inputs`
+of the ablation grid (:mod:`lib.sweep`): a timm classifier (with the auxiliary norm when
+``aux_norm``; LayerNorms as ``aux_layernorm`` says) trained on the real (+ synthetic) images that :func:`lib.training.inputs.load_inputs`
 selects. It is evaluated on the real val split, each OOD corruption of it, and each of
 ``eval_sets`` that exists; ImageNet-R and -A are scored with the logits restricted to their
 200 classes. Under torchrun every process trains and evaluates its share and rank 0 writes
@@ -113,7 +113,8 @@ def new_model(cfg: TrainConfig, n_cls: int) -> nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(seed_for(cfg.common.seed, "init"))
         return create_classifier("timm", arch=cfg.arch, num_classes=n_cls,
-                                 in_chans=cfg.channels, aux_norm=cfg.aux_norm)
+                                 in_chans=cfg.channels, aux_norm=cfg.aux_norm,
+                                 aux_layernorm=cfg.aux_layernorm)
 
 
 def training_settings(cfg: TrainConfig, inputs: TrainingInputs) -> dict[str, Any]:
