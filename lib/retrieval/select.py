@@ -11,14 +11,15 @@ embeddings).
 
 **Assignment (no image carries two labels).** Every (image, class) pair is visited once in
 descending similarity (ties: the lower corpus index first, then the class that comes first
-in the classes table); an image goes to the class of the first pair that finds it free
+by label); an image goes to the class of the first pair that finds it free
 while that class still needs images. So an image goes to the class it is most similar to,
 unless that class was already filled with images more similar to it; and each class's set
 is its most similar images among those no class wanted more. No class is short unless the
 corpus holds fewer images than all classes together need; then :class:`RetrievalShortfall`
-names the short classes with their counts (nothing is retrieved: a run never trains on
-fewer images than it asked for). The images of a class are ranked in the order they were
-assigned: descending similarity.
+names the classes with their counts, before any scoring (nothing is retrieved: a run never
+trains on fewer images than it asked for; there is no partial set with a counted
+shortfall). The images of a class are ranked in the order they were assigned: descending
+similarity.
 
 **Precision.** An image is *correct* for a class when the corpus's ``glyph`` column (what
 its caption names) equals the class's glyph: the ``glyph`` column of the classes table if it
@@ -50,15 +51,31 @@ class Scorer(Protocol):
 
 
 class RetrievalShortfall(ValueError):
-    """The corpus cannot give every class its images; ``short``: class_id -> (got, wanted)."""
+    """The corpus cannot give every class its images. ``wanted``: class_id -> images it
+    wants; ``short``: class_id -> (images retrieved, wanted) of the short classes, when known
+    (after an assignment; empty when the sizes alone rule it out)."""
 
-    def __init__(self, short: Mapping[str, tuple[int, int]], corpus_size: int, total: int):
-        self.short = dict(short)
-        detail = ", ".join(f"{c}: {got} of {want}" for c, (got, want) in self.short.items())
+    def __init__(self, wanted: Mapping[str, int], corpus_size: int,
+                 short: Mapping[str, tuple[int, int]] | None = None):
+        self.wanted, self.short = dict(wanted), dict(short or {})
+        total = sum(self.wanted.values())
+        if self.short:
+            detail = "short classes (retrieved of wanted): " + ", ".join(
+                f"{c}: {got} of {want}" for c, (got, want) in self.short.items())
+        else:
+            detail = "wanted per class: " + ", ".join(f"{c}: {n}" for c, n in self.wanted.items())
         super().__init__(
             f"the corpus holds {corpus_size} images but the classes need {total} (each image "
-            f"goes to one class at most); short classes (retrieved of wanted): {detail}. "
-            "Lower the multiplier or use a larger corpus (zoo.corpus_size)")
+            f"goes to one class at most); {detail}. Lower the multiplier or use a larger "
+            "corpus (zoo.corpus_size)")
+
+
+def check_corpus_size(class_ids: Sequence[str], counts: Sequence[int], corpus_size: int) -> None:
+    """Fail before any scoring when the classes need more images than the corpus holds: the
+    assignment fills every class whenever the corpus is large enough, so this is the only
+    way a class can be short."""
+    if int(sum(counts)) > corpus_size:
+        raise RetrievalShortfall(dict(zip(class_ids, map(int, counts))), corpus_size)
 
 
 def class_queries(classes: pd.DataFrame, template: str) -> dict[str, str]:
@@ -126,7 +143,7 @@ def check_filled(chosen: Sequence[np.ndarray], class_ids: Sequence[str], counts:
     short = {cid: (len(ix), int(want)) for cid, ix, want in zip(class_ids, chosen, counts)
              if len(ix) < want}
     if short:
-        raise RetrievalShortfall(short, corpus_size, int(sum(counts)))
+        raise RetrievalShortfall(dict(zip(class_ids, map(int, counts))), corpus_size, short)
 
 
 def class_glyphs(classes: pd.DataFrame) -> list[str]:

@@ -45,6 +45,7 @@ from lib.io import read_json, write_json, write_parquet
 from lib.retrieval.corpus import DEFAULT_LEVELS, RetrievalCorpus, load_retrieval_corpus
 from lib.retrieval.select import (
     assign,
+    check_corpus_size,
     check_filled,
     class_glyphs,
     class_queries,
@@ -94,6 +95,7 @@ def retrieve_set(
     table, wanted = _check_classes(classes, counts)
     queries = class_queries(table, prompt_template)
     corpus = load_retrieval_corpus(corpus_dir, levels)
+    check_corpus_size(list(queries), wanted, len(corpus))
     model_name = str(clip_model_dir) if model_name is None else model_name
     params = {
         "strategy": STRATEGY, "corpus_sha256": corpus.sha256, "corpus_size": len(corpus),
