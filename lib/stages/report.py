@@ -56,7 +56,7 @@ def run(cfg: ReportConfig) -> dict[str, Any]:
     study = config.build("study", config.stage_section(params, "study"))
     runs, per_class, more = read_runs(cfg, params)
     inputs |= more
-    used = sorted({s for s in runs["setting"] if s and s != RETRIEVAL})
+    used = sorted({s for s in runs["setting"] if s})
     for s in used:
         inputs[f"synth/{s}"] = provenance.digest(provenance.check_folder(
             cfg, f"synth/{s}", synth.recorded_settings(params, s)))

@@ -27,7 +27,7 @@ import pandas as pd
 from lib import config, prompts, provenance
 from lib.generation.launch import combine, run_workers
 from lib.io import write_json, write_parquet
-from lib.study.spec import generation_multiplier
+from lib.study.spec import RETRIEVAL, generation_multiplier
 
 SUMMARY = "summary.json"
 
@@ -53,6 +53,11 @@ def generate_config(gen: config.GenerateConfig, study: config.StudyConfig,
 def recorded_settings(params: dict[str, Any], setting: str) -> dict[str, Any]:
     """What the folder of ``setting`` records as its settings (and what a reader expects)."""
     study = _build(params, "study")
+    if setting == RETRIEVAL:
+        dis = _build(params, "disambiguate")
+        return {"setting": RETRIEVAL, "multiplier": generation_multiplier(study, RETRIEVAL),
+                "clip_model": dis.clip_model, "clip_pretrained": dis.clip_pretrained,
+                "template": _build(params, "finetune").caption_template}
     gen = generate_config(_build(params, "generate"), study, setting)
     return {"setting": dataclasses.asdict(study.settings[setting]),
             "multiplier": generation_multiplier(study, setting),
@@ -99,6 +104,8 @@ def run(setting: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
     params = params if params is not None else config.load_params()
     cfgs = plan.check(params)
     study, base_gen, pr = cfgs["study"], cfgs["generate"], cfgs["prompts"]
+    if setting == RETRIEVAL:
+        return run_retrieval(cfgs, params)
     if setting not in study.settings:
         raise config.ConfigError(f"--setting {setting!r} is not in study.settings "
                                  f"({', '.join(study.settings)})")
@@ -141,10 +148,47 @@ def run(setting: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
     return summary
 
 
+def run_retrieval(cfgs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The retrieval baseline's images (:func:`lib.retrieval.retrieve_set`): per class, the
+    corpus images the profile's CLIP finds closest to the class's caption
+    (``finetune.caption_template``), as many as the largest retrieval run takes; a smaller
+    run takes a subset of them in the training code's order, as from a generation."""
+    from lib.retrieval import retrieve_set
+
+    study, dis, tune = cfgs["study"], cfgs["disambiguate"], cfgs["finetune"]
+    out = folder(dis, RETRIEVAL)
+    inputs = {name: provenance.digest(provenance.check_folder(
+        dis, name, provenance.expected_settings(params, name)))
+        for name in ("classes", "disambiguate", "zoo")}
+    (out / provenance.RECORD).unlink(missing_ok=True)
+    multiplier = generation_multiplier(study, RETRIEVAL)
+    summary: dict[str, Any] = {"setting": RETRIEVAL, "multiplier": multiplier}
+    if multiplier == 0:
+        summary |= {"num_images": 0, "note": "no run of this profile uses this setting"}
+    else:
+        classes = pd.read_parquet(dis.path("disambiguate") / "prompt_names.parquet")
+        images = pd.read_parquet(dis.path("classes") / "images.parquet")
+        counts = images[images["split"] == "train"].groupby("class_id").size()
+        found = retrieve_set(
+            dis.path("zoo") / "corpus", dis.resolve_model(dis.clip_model), classes,
+            prompts.targets_per_class(counts, multiplier), out / "images",
+            prompt_template=tune.caption_template, device=dis.common.device,
+            progress=dis.common.progress, clip_pretrained=dis.clip_pretrained,
+            model_name=dis.clip_model)
+        summary |= {"num_images": found["images"], "precision": found["precision"],
+                    "contested": found["contested"]}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SUMMARY, summary)
+    provenance.finish(dis, f"synth/{RETRIEVAL}", inputs, out=out,
+                      recorded=recorded_settings(params, RETRIEVAL))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lib.study.synth",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--setting", required=True, help="a name of study.settings")
+    parser.add_argument("--setting", required=True,
+                        help=f"a name of study.settings, or {RETRIEVAL!r} (the baseline)")
     args = parser.parse_args(argv)
     try:
         summary = run(args.setting)
