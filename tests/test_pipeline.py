@@ -110,6 +110,29 @@ def test_every_stage_runs_and_leaves_its_artefacts(repo, repro):
     assert 0.0 <= train["val.top1"] <= 1.0 and train["num_synthetic"] == len(generated)
 
 
+def test_the_studies_run_and_the_report_judges_every_claim(repo, repro):
+    """The study stages on the smoke profile: one generation per setting a run uses (an
+    empty folder for the others), every run of both studies, and the report's tables."""
+    assert "Running stage 'report'" in repro
+    study = repo / "outputs/study"
+    used = json.loads((study / "synth/classname/summary.json").read_text())
+    assert used["num_images"] > 0 and list((study / "synth/classname/images").glob("*.tar"))
+    unused = json.loads((study / "synth/description/summary.json").read_text())
+    assert unused["num_images"] == 0 and not (study / "synth/description/images").exists()
+    for which in ("scaling", "diversify"):
+        runs = pd.read_parquet(study / "runs" / which / "runs.parquet")
+        folders = {p.parent.name for p in (study / "runs" / which).glob("*/metrics.json")}
+        assert set(runs["run"]) == folders and len(folders) > 5
+    claims = pd.read_csv(study / "report/claims.csv")
+    assert {"reproduced", "not reproduced", "inconclusive", "not measured"} >= set(
+        claims["verdict"])
+    assert len(claims) >= 10
+    report = json.loads((repo / "metrics/report.json").read_text())
+    assert sum(report["verdicts"].values()) == len(claims)
+    for fig in ("scaling", "scaleup", "ablation", "verdicts"):
+        assert (study / "report" / f"{fig}.png").exists()
+
+
 def test_finetune_none_writes_the_train_captions_and_no_model(repo, repro):
     """smoke has no fine-tuner (finetune.backend none): the stage writes the captions of the
     train split, no model, and metrics that say how many images it captioned."""
