@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, nargs="+", default=[6, 8, 10],
                    help="step counts of the multistep solver")
-    p.add_argument("--solver", default="DPMSolverMultistepScheduler")
+    p.add_argument("--solver", nargs="+", default=["DPMSolverMultistepScheduler"],
+                   help="diffusers scheduler class names tried at each of --steps")
     p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -110,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
     scorer = create_clip("open_clip", model=str(args.clip), device="cpu")
     methods = [("DDIM-20 (before)", None, 20, False), ("DDIM-20 + text cache", None, 20, True)]
-    methods += [(f"{args.solver.replace('Scheduler', '')}-{k} + text cache", args.solver, k, True)
-                for k in args.steps]
+    methods += [(f"{solver.replace('Scheduler', '')}-{k} + text cache", solver, k, True)
+                for solver in args.solver for k in args.steps]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:

@@ -39,6 +39,46 @@ def load(model: str, pretrained: str | None, device: str) -> tuple[Any, Any, Any
     return load_open_clip(model, pretrained, device)
 
 
+def trained_checkpoint(net: torch.nn.Module, model: str, pretrained: str | None
+                       ) -> dict[str, Any]:
+    """What a training run changed, and the name of what it started from: the weights of
+    every module with a trainable parameter, the names of the frozen parameters (left out:
+    they are the base model's), and the base (``model``, ``pretrained``). A locked text
+    tower is not copied into each checkpoint."""
+    frozen = sorted(k for k, p in net.named_parameters() if not p.requires_grad)
+    frozen_modules = _frozen_modules(net)
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()
+             if k not in frozen and k.rsplit(".", 1)[0] not in frozen_modules}
+    return {"base": {"model": model, "pretrained": pretrained}, "frozen": frozen,
+            "frozen_modules": sorted(frozen_modules), "state_dict": state}
+
+
+def _frozen_modules(net: torch.nn.Module) -> set[str]:
+    """Modules whose parameters (own and nested) are all frozen: their buffers stay too."""
+    out = set()
+    for name, module in net.named_modules():
+        params = list(module.parameters())
+        if name and params and not any(p.requires_grad for p in params):
+            out.add(name)
+    return out
+
+
+def load_trained(checkpoint: dict[str, Any], device: str = "cpu") -> tuple[Any, Any, Any, Any]:
+    """The model of a :func:`trained_checkpoint`: its base loaded, the trained weights over
+    it; a weight the checkpoint lacks must be one it names as frozen (or of a frozen
+    module)."""
+    net, train_tf, eval_tf, tok = load(checkpoint["base"]["model"],
+                                       checkpoint["base"]["pretrained"], device)
+    result = net.load_state_dict(checkpoint["state_dict"], strict=False)
+    frozen, modules = set(checkpoint["frozen"]), set(checkpoint["frozen_modules"])
+    missing = [k for k in result.missing_keys
+               if k not in frozen and k.rsplit(".", 1)[0] not in modules]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"the checkpoint does not fit its base {checkpoint['base']}: missing "
+                         f"{missing[:5]}, unexpected {result.unexpected_keys[:5]}")
+    return net, train_tf, eval_tf, tok
+
+
 def _per_distinct_text(
     module: Any, texts: Sequence[str], encode: Callable[[list[str]], torch.Tensor],
     batch_size: int, progress: bool,

@@ -86,3 +86,26 @@ def test_unlocked_tower_is_not_cached(folder, pairs):
     after = trained.state_dict()
     assert any(not torch.equal(after[k], before[k]) for k in after
                if k.startswith("text.transformer."))
+
+
+def test_a_checkpoint_holds_what_was_trained_and_names_what_was_frozen(folder):
+    import io
+
+    net, *_ = clip_train.load(str(folder), None, "cpu")
+    net.lock_text_tower()
+    with torch.no_grad():
+        net.text.proj.weight.add_(0.5)  # "training" the part that trains
+    ckpt = clip_train.trained_checkpoint(net, str(folder), None)
+    assert ckpt["frozen"] and all(k.startswith("text.transformer.") for k in ckpt["frozen"])
+    assert not any(k.startswith("text.transformer.") for k in ckpt["state_dict"])
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    full = io.BytesIO()
+    torch.save(net.state_dict(), full)
+    assert buf.tell() < full.tell() / 10  # the frozen MiniLM is most of the model
+    loaded, *_ = clip_train.load_trained(ckpt)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in net.state_dict().items())
+    broken = {**ckpt, "state_dict": {k: v for k, v in ckpt["state_dict"].items()
+                                     if not k.startswith("text.proj")}}
+    with pytest.raises(ValueError, match="does not fit its base"):
+        clip_train.load_trained(broken)

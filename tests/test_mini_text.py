@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lib.backends.clip_open_clip import TRAINED_NAME
 from lib.clip_train import pooled_text_features
 from lib.mini import clip as mc
 from lib.mini import clip_pretraining as mcp
@@ -79,8 +80,8 @@ def test_mini_clip_trains_on_shared_features(features, tmp_path):
                                  **kwargs)
     own = mcp.train_mini_clip(images, CAPTIONS, tmp_path / "b", **kwargs)
     assert shared["loss_first"] == pytest.approx(own["loss_first"], abs=1e-4)
-    wa = load_file(tmp_path / "a" / mc.WEIGHTS_NAME)
-    wb = load_file(tmp_path / "b" / mc.WEIGHTS_NAME)
+    wa = load_file(tmp_path / "a" / TRAINED_NAME)
+    wb = load_file(tmp_path / "b" / TRAINED_NAME)
     assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
     # Features of another context length, or lacking a caption, are refused by name.
     short = mt.encode_captions(*mt.load_minilm(), CAPTIONS, max_length=8)

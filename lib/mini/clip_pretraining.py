@@ -57,11 +57,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib.backends.clip_open_clip import CONFIG_NAME
+from lib.backends.clip_open_clip import CONFIG_NAME, TRAINED_NAME
 from lib.clip_train import pooled_text_features
 from lib.io import replace_dir
 from lib.mini.clip import (
-    WEIGHTS_NAME,
+    FROZEN_TEXT,
+    TEXT_TOWER,
     build_mini_clip,
     mini_clip_config,
     preprocess_config,
@@ -262,9 +263,16 @@ def _train(
         "model_cfg": model_cfg,
         "preprocess_cfg": pp_cfg,
         "mini_clip": {"n_samples": len(images), **hyper},  # provenance; open_clip ignores it
+        # The locked text tower is MiniLM from its package: named, not copied (90 MB).
+        "frozen": {FROZEN_TEXT: TEXT_TOWER},
     }
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    _save_folder(folder, config, lambda tmp: save_file(state, tmp / WEIGHTS_NAME))
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()
+             if not k.startswith(FROZEN_TEXT)}
+    def write_weights(tmp: Path) -> None:
+        (tmp / TRAINED_NAME).parent.mkdir()
+        save_file(state, tmp / TRAINED_NAME)
+
+    _save_folder(folder, config, write_weights)
     return metrics
 
 
@@ -278,8 +286,8 @@ def _save_folder(folder: Path, config: dict[str, Any], write_weights: Callable[[
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; make it an ordinary folder
-        for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~umask)
+        for f in tmp.rglob("*"):
+            os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~umask)
         replace_dir(tmp, folder)
     finally:
         if tmp.exists():

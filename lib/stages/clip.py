@@ -74,7 +74,8 @@ def run(cfg: ClipConfig) -> dict[str, Any]:
         results[source] = clip_train.zero_shot(net, eval_tf, tok, val_ims, val_labels, classnames,
                                                device)
         results[source]["num_pairs"] = len(ims)
-        write_torch(out / f"clip-{source}.pt", net.state_dict())
+        write_torch(out / f"clip-{source}.pt",
+                    clip_train.trained_checkpoint(net, cfg.model, cfg.pretrained))
     write_json(out / "zero_shot.json", results)
     write_curve(cfg.path("metrics"), "clip_history", curves)
     metrics = {"zero_shot_top1": {k: v["top1"] for k, v in results.items()}}

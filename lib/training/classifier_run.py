@@ -83,6 +83,9 @@ def train_and_evaluate(cfg: TrainConfig, out: Path, metrics_path: Path, history_
             pd.DataFrame(inputs.bad_images, columns=_BAD_COLUMNS).to_csv(tmp, index=False)
         write_curve(history_path.parent, history_path.stem, history)
         write_metrics(metrics_path.parent, metrics_path.stem, metrics)
+        # Finished: the model and the metrics hold the result, so the resumable state (the
+        # optimizer's moments, 3x the model) is dropped; a rerun starts afresh.
+        (out / "state.pt").unlink(missing_ok=True)
     return {"history": pd.DataFrame(history), "evals": evals, "per_class": per_class,
             "metrics": metrics, "bad_images": pd.DataFrame(inputs.bad_images, columns=_BAD_COLUMNS)}
 
