@@ -1,7 +1,8 @@
 """The mini world: the offline analogue of the paper setting (DESIGN.md, "The mini world").
 
 * :mod:`lib.mini.corpus` renders the captioned glyph corpus (the "web" data);
-* :mod:`lib.mini.t2i` is the mini text-to-image model (a diffusers pipeline), which
+* :mod:`lib.mini.t2i` is the mini text-to-image model (a diffusers pipeline around one of
+  the denoisers of :mod:`lib.mini.denoisers`: a UNet or a transformer), which
   :mod:`lib.mini.t2i_pretraining` trains on it;
 * :mod:`lib.mini.clip` is the mini CLIP (open_clip, MiniLM text tower), which
   :mod:`lib.mini.clip_pretraining` trains on it;

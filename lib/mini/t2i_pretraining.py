@@ -1,7 +1,8 @@
-"""Pretraining the mini text-to-image model: its UNet trained from scratch on the glyph corpus.
+"""Pretraining the mini text-to-image model: its denoiser trained from scratch on the corpus.
 
-The mini world's stand-in for a generator pretrained on web data: :func:`train_mini_t2i`
-trains the UNet of :class:`lib.mini.t2i.MiniT2IPipeline` on the captioned glyph corpus
+The mini world's stand-in for a generator pretrained on web data: :func:`train_denoiser`
+trains the denoiser of :class:`lib.mini.t2i.MiniT2IPipeline`, a UNet or a transformer
+(:mod:`lib.mini.denoisers`; :func:`train_mini_t2i`: the UNet), on the captioned glyph corpus
 (DDPM objective with v-prediction on the cosine schedule, caption dropout for guidance,
 AdamW, warm-up then cosine learning rate; the caption states are computed once per unique
 caption), deterministically given ``seed``: the model initialisation and each step's batch,
@@ -26,6 +27,12 @@ the 4x4 level only, pooled text embedding, 1.23 M parameters; 16,000 corpus samp
   at guidance 4). At guidance 1 the text has little effect (the same seed gives nearly the
   same glyph for every prompt), rare glyphs ("the small letter a", "a dollar sign") are not
   yet clean and guidance 4 adds some speckle: more steps would help.
+* the transformer (:class:`~lib.mini.denoisers.DiTSpec` defaults, 1.27 M parameters) with
+  the same settings (2026-11-27, one thread, load average 1.3-7): 1,000 steps in 406 s (1.8
+  to 2.9 steps/s as the load varied; taking turns step by step with the UNet, 3.6 vs 3.2
+  steps/s), final v-loss 0.30. Its learning rate, 0.002 as the UNet's, had the lower loss
+  at step 300 of 1,000 than 0.001 (0.352 vs 0.365). It follows the digit word much less
+  than the UNet (``benchmarks/README.md``, "Mini generators").
 """
 
 from __future__ import annotations
@@ -43,14 +50,8 @@ import torch
 from diffusers import DDPMScheduler
 
 from lib.io import replace_dir
-from lib.mini.t2i import (
-    LEVELS,
-    SCHEDULE,
-    build_pipeline,
-    build_unet,
-    denoise,
-    images_to_model,
-)
+from lib.mini.denoisers import DenoiserSpec, UNetSpec, denoise
+from lib.mini.t2i import LEVELS, SCHEDULE, build_pipeline, images_to_model
 from lib.mini.text import (
     MAX_LENGTH,
     CaptionFeatures,
@@ -67,6 +68,7 @@ _NOT_RECORDED = ("steps_per_s", "train_seconds", "encode_seconds", "folder")
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -99,7 +101,44 @@ def train_mini_t2i(
     device: str = "cpu",
     num_threads: int | None = None,
 ) -> dict[str, Any]:
-    """Train the mini text-to-image model on ``images`` (uint8 ``[N, H, W]``, 0..16).
+    """Train the mini text-to-image model with a UNet denoiser (:class:`UNetSpec` of
+    ``block_out_channels`` .. ``pooled_text``); the rest as :func:`train_denoiser`."""
+    unet = UNetSpec(tuple(block_out_channels), layers_per_block, attention_heads,
+                    norm_num_groups, pooled_text)
+    return train_denoiser(
+        images, captions, folder, unet, steps=steps, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, warmup_steps=warmup_steps, cond_dropout=cond_dropout,
+        seed=seed, prediction_type=prediction_type, max_length=max_length,
+        text_encoder_path=text_encoder_path, caption_features=caption_features,
+        checkpoint_every=checkpoint_every, stop_at=stop_at, progress=progress, device=device,
+        num_threads=num_threads)
+
+
+def train_denoiser(
+    images: np.ndarray,
+    captions: Sequence[str],
+    folder: str | os.PathLike,
+    denoiser: DenoiserSpec,
+    *,
+    steps: int = 1000,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    weight_decay: float = 0.01,
+    warmup_steps: int = 50,
+    cond_dropout: float = 0.1,
+    seed: int = 0,
+    prediction_type: str = "v_prediction",
+    max_length: int = MAX_LENGTH,
+    text_encoder_path: str | os.PathLike | None = None,
+    caption_features: CaptionFeatures | None = None,
+    checkpoint_every: int | None = None,
+    stop_at: int | None = None,
+    progress: bool = True,
+    device: str = "cpu",
+    num_threads: int | None = None,
+) -> dict[str, Any]:
+    """Train the mini text-to-image model with ``denoiser`` (a :class:`UNetSpec` or a
+    :class:`DiTSpec`) on ``images`` (uint8 ``[N, H, W]``, 0..16).
 
     DDPM objective: ``prediction_type`` (v, epsilon or the clean sample) under the
     :data:`SCHEDULE` noise schedule (the target is the model's prediction type), images
@@ -107,12 +146,13 @@ def train_mini_t2i(
     ``cond_dropout`` (for classifier-free guidance). AdamW with ``warmup_steps`` of linear
     warm-up, then cosine decay to a tenth of ``lr``. The model initialisation and each step's
     batch (drawn with replacement), timesteps, noise and dropout come from generators seeded
-    by ``seed_for(seed, ...)``: the same seed gives the same weights bit for bit on CPU.
+    by ``seed_for(seed, ...)``: the same seed gives the same weights bit for bit on CPU, and
+    two denoisers trained with one seed see the same batches, noise, timesteps and dropout.
 
-    The pipeline (UNet, DDIM scheduler, MiniLM and tokenizer) is saved to ``folder``
-    atomically (written next to it, then renamed), with the losses and the metrics in
-    ``training.json``, less the timings and the folder (the same run writes the same bytes,
-    wherever it runs: the timings are in the returned metrics only).
+    The pipeline (the denoiser and the DDIM scheduler; MiniLM and its tokenizer are named, not
+    copied) is saved to ``folder`` atomically (written next to it, then renamed), with the
+    losses and the metrics in ``training.json``, less the timings and the folder (the same run
+    writes the same bytes, wherever it runs: the timings are in the returned metrics only).
     With ``checkpoint_every``, the training state is saved to ``<folder>.ckpt`` every that
     many steps and a later call with the same arguments resumes from it (the result equals an
     uninterrupted run); ``stop_at`` ends the call after that many steps, leaving the
@@ -125,7 +165,8 @@ def train_mini_t2i(
     Returns the metrics: ``loss_start``/``final_loss`` (means over the first/last
     ``min(50, steps // 5)`` steps), ``steps``, ``steps_per_s``, ``train_seconds``,
     ``encode_seconds`` (loading MiniLM and, without ``caption_features``, encoding the
-    captions), ``params``, ``unique_captions``, ``config`` and ``folder``.
+    captions), ``params``, ``unique_captions``, ``config`` (the denoiser's settings among the
+    training's; a UNet's under the keys its records have always had) and ``folder``.
     """
     images = np.asarray(images)
     if images.ndim != 3 or len(images) != len(captions) or len(images) == 0:
@@ -147,19 +188,17 @@ def train_mini_t2i(
         "cond_dropout": float(cond_dropout),
         "seed": int(seed),
         "prediction_type": prediction_type,
-        "block_out_channels": [int(c) for c in block_out_channels],
-        "layers_per_block": int(layers_per_block),
-        "attention_heads": int(attention_heads),
-        "norm_num_groups": int(norm_num_groups),
-        "pooled_text": bool(pooled_text),
+        **denoiser.config(),
         "max_length": int(max_length),
         "n_images": len(images),
         "schedule": SCHEDULE,
     }
     with torch_threads(num_threads):
-        return _train(images, captions, Path(folder), config, features=caption_features,
+        return _train(images, captions, Path(folder), config, denoiser,
+                      features=caption_features,
                       text_encoder_path=text_encoder_path, checkpoint_every=checkpoint_every,
                       stop_at=stop_at, progress=progress, device=torch.device(device))
+
 
 
 def _train(
@@ -167,6 +206,7 @@ def _train(
     captions: Sequence[str],
     folder: Path,
     config: dict[str, Any],
+    denoiser: DenoiserSpec,
     *,
     features: CaptionFeatures | None,
     text_encoder_path: str | os.PathLike | None,
@@ -175,7 +215,7 @@ def _train(
     progress: bool,
     device: torch.device,
 ) -> dict[str, Any]:
-    """The body of :func:`train_mini_t2i` (arguments checked, threads set)."""
+    """The body of :func:`train_denoiser` (arguments checked, threads set)."""
     from tqdm.auto import tqdm
 
     dev = device
@@ -203,19 +243,12 @@ def _train(
     text_encoder.to("cpu")
 
     with seeded(seed_for(seed, "mini-t2i", "init")):
-        unet = build_unet(
-            block_out_channels=config["block_out_channels"],
-            layers_per_block=config["layers_per_block"],
-            attention_heads=config["attention_heads"],
-            norm_num_groups=config["norm_num_groups"],
-            cross_attention_dim=text_encoder.config.hidden_size,
-            pooled_text=config["pooled_text"],
-            sample_size=images.shape[1],
-        )
-    unet.to(dev).train()
+        model = denoiser.build(cross_attention_dim=text_encoder.config.hidden_size,
+                               sample_size=images.shape[1])
+    model.to(dev).train()
     noise_scheduler = DDPMScheduler(**SCHEDULE)
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(dev)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=lr,
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr,
                                   weight_decay=config["weight_decay"])
 
     x_all = images_to_model(images)
@@ -229,13 +262,14 @@ def _train(
         state = torch.load(ckpt, map_location=dev, weights_only=False)
         if state["config"] != config:
             raise ValueError(f"checkpoint {ckpt} was made with other settings; remove it")
-        unet.load_state_dict(state["unet"])
+        model.load_state_dict(state[denoiser.component])
         optimizer.load_state_dict(state["optimizer"])
         losses, start = list(state["losses"]), int(state["step"])
 
     end = steps if stop_at is None else min(steps, int(stop_at))
     t1 = time.perf_counter()
-    bar = tqdm(range(start, end), desc="train mini t2i", disable=not progress)
+    bar = tqdm(range(start, end), desc=f"train mini t2i ({denoiser.name})",
+               disable=not progress)
     for step in bar:
         g = torch.Generator("cpu").manual_seed(seed_for(seed, "mini-t2i", "step", step))
         idx = torch.randint(0, len(x_all), (batch_size,), generator=g)
@@ -255,7 +289,7 @@ def _train(
             target = ab.sqrt() * noise - (1 - ab).sqrt() * x0
         else:
             target = x0
-        pred = denoise(unet, xt, t, cond.to(dev), cond_mask.to(dev))
+        pred = denoise(model, xt, t, cond.to(dev), cond_mask.to(dev))
         loss = torch.nn.functional.mse_loss(pred.float(), target)
         for group in optimizer.param_groups:
             group["lr"] = warmup_cosine_lr(step, steps, lr, warmup_steps, final_frac=0.1)
@@ -271,7 +305,7 @@ def _train(
                 {
                     "config": config,
                     "step": step + 1,
-                    "unet": unet.state_dict(),
+                    denoiser.component: model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "losses": losses,
                 },
@@ -287,7 +321,7 @@ def _train(
         "steps_per_s": done / train_seconds if done else float("nan"),
         "train_seconds": train_seconds,
         "encode_seconds": encode_seconds,
-        "params": sum(p.numel() for p in unet.parameters()),
+        "params": sum(p.numel() for p in model.parameters()),
         "unique_captions": int(states.shape[0]),
         "config": config,
         "folder": str(folder),
@@ -295,8 +329,8 @@ def _train(
     if end < steps:
         return metrics
 
-    unet.eval().requires_grad_(False)
-    pipe = build_pipeline(unet.to("cpu"), text_encoder, tokenizer, max_length, prediction_type)
+    model.eval().requires_grad_(False)
+    pipe = build_pipeline(model.to("cpu"), text_encoder, tokenizer, max_length, prediction_type)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     if tmp.exists():

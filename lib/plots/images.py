@@ -1,11 +1,11 @@
 """Grids of images: the OOD corruptions of real images, generated samples per class and
-strategy, captioned images (the mini world's corpus), and the mini text-to-image model's
-samples per prompt and guidance scale."""
+strategy, captioned images (the mini world's corpus), and the mini text-to-image models'
+samples per prompt and guidance scale or per generator."""
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
@@ -56,29 +56,66 @@ def captioned_grid_figure(images: np.ndarray, captions: Sequence[str], n: int = 
 def guidance_grid_figure(samples: GuidanceSamples, title: str | None = None) -> plt.Figure:
     """Rows = prompts, columns = guidance scales; each cell a strip of one image per seed
     (separated by a blue gap), from :func:`lib.mini.t2i.guidance_samples`."""
+    cells = [[samples.images[i, j] for j in range(len(samples.guidance_scales))]
+             for i in range(len(samples.prompts))]
+    n_seeds = samples.images.shape[2]
+    return _strip_grid(cells, samples.prompts,
+                       [f"guidance {scale:g}" for scale in samples.guidance_scales],
+                       samples.levels,
+                       title or f"mini text-to-image: {n_seeds} seeds per cell, "
+                                f"{samples.steps} steps")
+
+
+def generator_grid_figure(samples: Mapping[str, GuidanceSamples],
+                          title: str | None = None) -> plt.Figure:
+    """Rows = prompts, columns = generators (one per guidance scale each): the same prompts and
+    seeds from each, so a row compares the generators on the same noise; from
+    :func:`lib.mini.t2i.generator_samples`."""
+    first = next(iter(samples.values()))
+    for name, s in samples.items():
+        if s.prompts != first.prompts or s.seeds != first.seeds:
+            raise ValueError(f"generator {name!r} was sampled with other prompts or seeds than "
+                             f"{next(iter(samples))!r}: sample all with the same ones")
+    columns = [(name, j) for name, s in samples.items() for j in range(len(s.guidance_scales))]
+    several = any(len(s.guidance_scales) > 1 for s in samples.values())
+    titles = [f"{name}, guidance {samples[name].guidance_scales[j]:g}" if several else name
+              for name, j in columns]
+    cells = [[samples[name].images[i, j] for name, j in columns]
+             for i in range(len(first.prompts))]
+    scales = sorted({g for s in samples.values() for g in s.guidance_scales})
+    return _strip_grid(cells, first.prompts, titles, first.levels,
+                       title or f"mini generators: {len(first.seeds)} seeds per cell, guidance "
+                                f"{', '.join(f'{g:g}' for g in scales)}, {first.steps} steps")
+
+
+def _strip_grid(cells: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str],
+                col_titles: Sequence[str], levels: int, title: str) -> plt.Figure:
+    """A grid of strips: ``cells[i][j]`` (``[seeds, H, W]``) drawn side by side, separated by
+    a blue gap; rows labelled on the left, columns titled above."""
     style()
-    n_prompts, n_scales, n_seeds, height, width = samples.images.shape
+    n_rows, n_cols = len(cells), len(col_titles)
+    n_seeds, height, width = cells[0][0].shape
     gap = 1
     fig, axes = plt.subplots(
-        n_prompts,
-        n_scales,
-        figsize=(0.45 * n_seeds * n_scales + 2.8, 0.62 * n_prompts + 0.7),
+        n_rows,
+        n_cols,
+        figsize=(0.45 * n_seeds * n_cols + 2.8, 0.62 * n_rows + 0.7),
         squeeze=False,
     )
     cmap = plt.get_cmap("gray").with_extremes(bad="tab:blue")
-    for i, prompt in enumerate(samples.prompts):
-        for j, scale in enumerate(samples.guidance_scales):
+    for i, label in enumerate(row_labels):
+        for j, col_title in enumerate(col_titles):
             strip = np.full((height, n_seeds * (width + gap) - gap), np.nan)
             for k in range(n_seeds):
-                strip[:, k * (width + gap) : k * (width + gap) + width] = samples.images[i, j, k]
+                strip[:, k * (width + gap) : k * (width + gap) + width] = cells[i][j][k]
             ax = axes[i][j]
-            ax.imshow(strip, cmap=cmap, vmin=0, vmax=samples.levels, interpolation="nearest")
+            ax.imshow(strip, cmap=cmap, vmin=0, vmax=levels, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(f"guidance {scale:g}", fontsize=9)
+                ax.set_title(col_title, fontsize=9)
             if j == 0:
-                ax.set_ylabel(prompt, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(title or f"mini text-to-image: {n_seeds} seeds per cell, {samples.steps} steps")
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
