@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -217,3 +218,29 @@ def test_generator_samples_share_prompts_and_noise(trained, corpus, tmp_path):
     with pytest.raises(ValueError, match="'dit' was sampled with other prompts or seeds"):
         generator_grid_figure({"unet": samples["unet"], **other})
 
+
+def test_the_zoo_trains_each_denoiser_with_its_own_settings(corpus, tmp_path):
+    """zoo.train_t2i: ``dit`` takes the dit_* settings, ``unet`` the t2i_* ones; both the
+    shared batch size, caption dropout and seed."""
+    from lib import config
+    from lib.mini.text import encode_corpus_captions
+    from lib.stages import zoo
+
+    root = Path(__file__).resolve().parents[1]
+    values = config.stage_section(config.load_params(root / "params.yaml"), "zoo")
+    assert values["t2i_archs"] == ["unet", "dit"]  # the default profile trains both
+    values.update(progress=False, t2i_batch_size=8, t2i_cond_dropout=0.2, t2i_steps=2,
+                  dit_steps=3, dit_lr=0.001, dit_width=32, dit_layers=1, dit_heads=2)
+    cfg = config.build("zoo", values)
+    # what the stage reads of a lib.mini.corpus.store corpus
+    data = SimpleNamespace(images=corpus.images[:24], captions=corpus.captions[:24])
+    features = encode_corpus_captions(data.captions)
+    dit = zoo.train_t2i(cfg, "dit", data, features, tmp_path / "t2i-dit")["config"]
+    assert {k: dit[k] for k in ("steps", "lr", "batch_size", "cond_dropout", "seed")} == {
+        "steps": 3, "lr": 0.001, "batch_size": 8, "cond_dropout": 0.2, "seed": 0}
+    assert {k: dit[k] for k in ("denoiser", "width", "layers", "heads", "patch_size")} == {
+        "denoiser": "dit", "width": 32, "layers": 1, "heads": 2, "patch_size": 2}
+    unet = zoo.train_t2i(cfg, "unet", data, features, tmp_path / "t2i")["config"]
+    assert unet["steps"] == 2 and unet["lr"] == 0.002 and unet["batch_size"] == 8
+    assert "denoiser" not in unet
+    assert (tmp_path / "t2i-dit" / "transformer").is_dir() and (tmp_path / "t2i" / "unet").is_dir()
