@@ -14,6 +14,9 @@ from typing import Literal
 
 Profile = Literal["smoke", "mini", "imagenet100", "imagenet"]
 ZooBuild = Literal["mini", "tiny-random", "none"]  # what the zoo stage builds locally
+T2IArch = Literal["unet", "dit"]  # denoisers of the mini text-to-image model (lib.mini.denoisers)
+# The folder (under common.dirs.zoo) each denoiser's pipeline is written to by the zoo stage.
+T2I_FOLDERS = {"unet": "t2i", "dit": "t2i-dit"}
 ClassSet = Literal["imagenet1k", "imagenet100", "imagenet-r", "imagenet-a"]  # lib.classsets
 Corruption = Literal["thicken", "rotate", "invert", "noise", "blur"]  # lib.data: OOD sets
 

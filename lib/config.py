@@ -52,6 +52,7 @@ from lib.choices import (
     Schedule,
     Source,
     Strategy,
+    T2IArch,
     T2IBackend,
     ZooBuild,
 )
@@ -124,10 +125,19 @@ class ZooConfig(StageConfig):
     build: ZooBuild  # which model zoo to build locally ("none": the profile names hub models)
     # build "mini" only: the rendered corpus and the models trained on it (lib/mini)
     corpus_size: int  # captioned glyph images rendered
+    # denoisers trained on the corpus, each its own pipeline folder: unet -> <zoo>/t2i,
+    # dit -> <zoo>/t2i-dit (both with t2i_batch_size and t2i_cond_dropout)
+    t2i_archs: tuple[T2IArch, ...]
     t2i_steps: int  # optimizer steps of the mini text-to-image UNet
     t2i_batch_size: int
     t2i_lr: float
     t2i_cond_dropout: float  # share of empty captions (classifier-free guidance)
+    dit_steps: int  # optimizer steps of the transformer denoiser (lib/mini/denoisers.py)
+    dit_lr: float
+    dit_width: int  # channels of its blocks (dit_heads x head size)
+    dit_layers: int  # transformer blocks
+    dit_heads: int
+    dit_patch_size: int  # pixels per patch side: 2 -> 16 tokens on 8x8
     clip_steps: int  # optimizer steps of the mini CLIP's image tower
     clip_batch_size: int
     clip_lr: float

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import posixpath
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 import yaml
 
 from lib import config, grid, paths
-from lib.choices import REAL_SOURCES
+from lib.choices import REAL_SOURCES, T2I_FOLDERS
 
 COSTS = Path(__file__).parent / "resources" / "costs.yaml"
 _IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".JPEG"}
@@ -91,6 +92,8 @@ def check_profile(cfgs: Mapping[str, config.StageConfig]) -> list[str]:
         if local:
             problems.append(f"zoo.build is 'none' but {', '.join(local)} name models the zoo "
                             "stage builds")
+    if zoo.build == "mini":
+        problems += _untrained_t2i(cfgs, zoo)
     return problems + _finetune_problems(cfgs) + _study_problems(cfgs)
 
 
@@ -120,9 +123,24 @@ def _study_problems(cfgs: Mapping[str, config.StageConfig]) -> list[str]:
     return problems
 
 
+def _untrained_t2i(cfgs: Mapping[str, config.StageConfig], zoo: config.ZooConfig) -> list[str]:
+    """The keys naming a mini text-to-image folder whose denoiser ``zoo.t2i_archs`` lacks."""
+    problems = []
+    for arch, folder in T2I_FOLDERS.items():
+        target = posixpath.normpath(f"{zoo.common.dirs.zoo}/{folder}")
+        keys = [f"{section}.{key}" for section, cfg in cfgs.items()
+                for key, value in cfg.as_params().items()
+                if isinstance(value, str) and value.startswith("./")
+                and posixpath.normpath(value) == target]
+        if keys and arch not in zoo.t2i_archs:
+            problems.append(f"{', '.join(keys)} name{'s' * (len(keys) == 1)} {target}, which "
+                            f"zoo.t2i_archs={list(zoo.t2i_archs)} does not train: add {arch!r}")
+    return problems
+
+
 def _finetune_problems(cfgs: Mapping[str, config.StageConfig]) -> list[str]:
     """The fine-tuned generator exists only with a fine-tuner, and the mini fine-tuner needs
-    the mini model."""
+    the mini model's UNet (it fine-tunes the UNet only, not the transformer)."""
     tune, zoo = cfgs["finetune"], cfgs["zoo"]
     if tune.backend == "none":
         users = _refs_into(cfgs, "finetune")
@@ -133,6 +151,14 @@ def _finetune_problems(cfgs: Mapping[str, config.StageConfig]) -> list[str]:
             and zoo.build != "mini":
         return [f"finetune.backend is 'mini' but finetune.base_model={tune.base_model!r} is a "
                 f"model of zoo.build={zoo.build!r}, not the mini world's"]
+    folders = {arch: posixpath.normpath(f"{zoo.common.dirs.zoo}/{folder}")
+               for arch, folder in T2I_FOLDERS.items()}
+    other = [arch for arch, folder in folders.items()
+             if arch != "unet" and posixpath.normpath(tune.base_model) == folder]
+    if tune.backend == "mini" and other:
+        return [f"finetune.backend is 'mini' but finetune.base_model={tune.base_model!r} is "
+                f"the {other[0]!r} denoiser's pipeline; the mini fine-tuner fine-tunes the "
+                f"UNet: name ./{folders['unet']}"]
     return []
 
 
@@ -272,10 +298,16 @@ def _steps_seconds(table: Mapping[str, Any], train: config.TrainConfig,
 
 
 def _zoo_seconds(zoo: config.ZooConfig, costs: Mapping[str, Any]) -> dict[str, Any]:
+    """The zoo's measured cost, plus the transformer denoiser's steps when the mini zoo trains
+    it (``zoo.t2i_archs``)."""
     entry = costs["zoo"].get(zoo.build)
     if not entry:
         return {"device": None, "seconds": 0.0}
-    return {"device": entry["device"], "seconds": entry["seconds"], "measured": entry["measured"]}
+    seconds, measured = entry["seconds"], entry["measured"]
+    if zoo.build == "mini" and "dit" in zoo.t2i_archs:
+        seconds += zoo.dit_steps * entry["dit_seconds_per_step"] * zoo.t2i_batch_size / 128
+        measured += f"; transformer: {entry['dit_measured']}"
+    return {"device": entry["device"], "seconds": seconds, "measured": measured}
 
 
 def _finetune_seconds(tune: config.FinetuneConfig, costs: Mapping[str, Any]) -> dict[str, Any]:

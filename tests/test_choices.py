@@ -50,6 +50,13 @@ def test_sources_are_the_real_ones_and_every_strategy() -> None:
     assert choices.REAL_SOURCES == ("real", "real-noaug")
 
 
+def test_every_mini_denoiser_has_a_zoo_folder_and_metrics_key() -> None:
+    from lib.stages import zoo
+
+    assert set(choices.T2I_FOLDERS) == set(values(choices.T2IArch)) == set(zoo.T2I_KEYS)
+    assert {zoo.T2I_KEYS[a] for a in choices.T2I_FOLDERS} <= set(zoo.MEASURED)
+
+
 def test_values_refuses_what_is_not_a_choice() -> None:
     import pytest
 

@@ -139,3 +139,20 @@ def test_bad_inputs_name_the_problem(base, digits, tmp_path):
         create_finetuner("mini", base=str(tmp_path / "missing" / "t2i"))
     with pytest.raises(KeyError, match="valid names: mini"):
         create_finetuner("dreambooth", base=str(base))
+
+
+def test_a_transformer_base_is_refused_naming_the_unet_folder(digits, tmp_path):
+    """The fine-tuned generator stays a UNet: the transformer's pipeline as the base fails
+    before any training, saying which folder to give instead."""
+    from lib.mini.denoisers import DiTSpec
+    from lib.mini.t2i_pretraining import train_denoiser
+
+    corpus = render(range(16), seed=0)
+    dit = tmp_path / "t2i-dit"
+    train_denoiser(corpus.images, corpus.captions, dit,
+                   DiTSpec(width=16, layers=1, heads=2), steps=1, batch_size=4, progress=False)
+    images, captions = digits
+    with pytest.raises(ValueError, match="PixArtTransformer2DModel denoiser; the mini "
+                                         "fine-tuner fine-tunes a UNet.*outputs/zoo/t2i"):
+        finetune_mini_t2i(dit, images, captions, tmp_path / "ft", **KW)
+    assert not (tmp_path / "ft").exists()

