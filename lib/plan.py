@@ -108,9 +108,7 @@ def _study_problems(cfgs: Mapping[str, config.StageConfig]) -> list[str]:
         return [str(err)]
     tuned = tune.path("finetune").resolve()
     problems = []
-    for name, setting in study.settings.items():
-        if spec.generation_multiplier(study, name) == 0:
-            continue  # no run of this profile reads it: its stage writes an empty folder
+    for name, setting in _used_settings(study).items():
         local = setting.model and setting.model.startswith("./")
         model = paths.resolve(setting.model, tune.root).resolve() if local else None
         if model and tune.backend == "none" and model.is_relative_to(tuned):
@@ -123,6 +121,18 @@ def _study_problems(cfgs: Mapping[str, config.StageConfig]) -> list[str]:
     return problems
 
 
+def _used_settings(study: config.StudyConfig) -> dict[str, config.GenerationSetting]:
+    """The generation settings some run of the profile reads (the others are not made)."""
+    from lib.study import spec
+
+    try:
+        spec.check(study)
+    except config.ConfigError:
+        return {}  # reported by _study_problems
+    return {name: s for name, s in study.settings.items()
+            if spec.generation_multiplier(study, name) > 0}
+
+
 def _untrained_t2i(cfgs: Mapping[str, config.StageConfig], zoo: config.ZooConfig) -> list[str]:
     """The keys naming a mini text-to-image folder whose denoiser ``zoo.t2i_archs`` lacks."""
     problems = []
@@ -132,6 +142,9 @@ def _untrained_t2i(cfgs: Mapping[str, config.StageConfig], zoo: config.ZooConfig
                 for key, value in cfg.as_params().items()
                 if isinstance(value, str) and value.startswith("./")
                 and posixpath.normpath(value) == target]
+        keys += [f"study.settings.{name}" for name, s in _used_settings(cfgs["study"]).items()
+                 if s.model and s.model.startswith("./")
+                 and posixpath.normpath(s.model) == target]
         if keys and arch not in zoo.t2i_archs:
             problems.append(f"{', '.join(keys)} name{'s' * (len(keys) == 1)} {target}, which "
                             f"zoo.t2i_archs={list(zoo.t2i_archs)} does not train: add {arch!r}")

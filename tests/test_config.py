@@ -119,7 +119,7 @@ def test_from_namespace_ignores_other_globals(params: dict[str, Any]) -> None:
 def test_unknown_stage(params: dict[str, Any]) -> None:
     with raises("unknown section 'trian'; valid: " + ", ".join(SECTIONS)):
         stage_section(params, "trian")
-    assert set(SECTIONS) == {*STAGES, "sweep"}
+    assert set(SECTIONS) == {*STAGES, "sweep", "study"}
 
 
 def test_a_profile_extends_another_with_yaml_merge_keys() -> None:

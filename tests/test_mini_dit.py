@@ -228,7 +228,7 @@ def test_the_zoo_trains_each_denoiser_with_its_own_settings(corpus, tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     values = config.stage_section(config.load_params(root / "params.yaml"), "zoo")
-    assert values["t2i_archs"] == ["unet"]  # the default trains the UNet only
+    assert values["t2i_archs"] == ["unet", "dit"]  # the default: the study's two generators
     values.update(progress=False, t2i_batch_size=8, t2i_cond_dropout=0.2, t2i_steps=2,
                   dit_steps=3, dit_lr=0.001, dit_width=32, dit_layers=1, dit_heads=2)
     cfg = config.build("zoo", values)

@@ -83,6 +83,11 @@ def test_captions_need_a_captioner_and_a_zoo_model_needs_the_zoo(params: dict[st
 
 def test_a_mini_generator_the_zoo_does_not_train_is_refused(params: dict[str, Any]) -> None:
     params["zoo"]["t2i_archs"] = ["unet"]
+    assert problems(params, "mini") == [  # the study's generator factor samples both
+        "study.settings.dit names outputs/zoo/t2i-dit, which zoo.t2i_archs=['unet'] does not "
+        "train: add 'dit'"]
+    params["profiles"]["mini"]["study"]["generator_settings"] = ["classname"]
+    assert problems(params, "mini") == []  # a setting no run samples is not made
     params["profiles"]["mini"]["generate"]["model"] = "./outputs/zoo/t2i-dit"
     assert problems(params, "mini") == [
         "generate.model names outputs/zoo/t2i-dit, which zoo.t2i_archs=['unet'] does not "
@@ -122,10 +127,12 @@ def test_the_plan_counts_the_work(params: dict[str, Any], tmp_path: Path) -> Non
     assert mini["work"]["sweep"]["device"] == "cpu"
     assert mini["work"]["sweep"]["seconds"] == pytest.approx(132 * 200 * 0.0175)
     assert "sweep@cdsd" in mini["stages"]
-    assert mini["work"]["zoo"]["seconds"] == 812  # the default: the UNet only
-    params["zoo"]["t2i_archs"] = ["unet", "dit"]
-    both = plan.make_plan(plan.profile_params(params, "mini"), root=tmp_path)
-    assert both["work"]["zoo"]["seconds"] == pytest.approx(812 + 1000 * 0.406)  # UNet + DiT
+    # the default: the UNet and the transformer (the study's generator factor)
+    assert mini["work"]["zoo"]["seconds"] == pytest.approx(812 + 1000 * 0.406)
+    params["zoo"]["t2i_archs"] = ["unet"]
+    params["profiles"]["mini"]["study"]["generator_settings"] = ["classname"]
+    unet = plan.make_plan(plan.profile_params(params, "mini"), root=tmp_path)
+    assert unet["work"]["zoo"]["seconds"] == 812
     text = plan.format_plan(mini)
     assert "132 training runs" in text and "core-minutes" in text
     paper = plan.make_plan(plan.profile_params(params, "imagenet"), root=tmp_path)
@@ -199,7 +206,9 @@ def test_the_retrieval_captioner_needs_its_captions_and_only_it_reads_them(
     (found,) = problems(params, "mini")
     assert "captioner_backend is 'retrieval' but captioner_captions" in found
     mini["disambiguate"]["captions_per_class"] = 0  # no captions asked for: nothing needed
-    assert problems(params, "mini") == []
+    assert problems(params, "mini") == [  # but the study's captions setting needs them
+        "study.settings.captions prompts with captions but the profile has no captioner "
+        "(disambiguate.captioner_model / captions_per_class)"]
     smoke["disambiguate"]["captioner_captions"] = "./outputs/zoo/corpus"
     (found,) = problems(params, "smoke")
     assert "captioner_captions is set but only the retrieval captioner reads it" in found
