@@ -207,3 +207,8 @@ def test_diversify_claims_without_runs_are_not_measured() -> None:
     assert got["D3/sd"].verdict == got["D3/cdsd"].verdict == "not measured"
     assert "ablation/sd" in got["D3/cdsd"].note
     assert got["D2"].verdict == "reproduced"
+    only_1x = runs[(runs["curve"] != dc.CDSD) | (runs["multiplier"] <= 1.0)]
+    d2 = by_id(dc.d1_d2_scaleup(only_1x))["D2"]
+    assert d2.verdict == "not measured" and "no multiplier other than 1x" in d2.note
+    no_ood = by_id(dc.d4_d5_gain(runs.drop(columns=["ood_noise.top1", "ood_rotate.top1"])))
+    assert no_ood["D5"].verdict == "not measured" and "ood.top1" in no_ood["D5"].note

@@ -37,7 +37,7 @@ def test_ood_mean_averages_the_sets_present() -> None:
 
 
 def test_curve_fits_recovers_k_and_fits_top1_as_error() -> None:
-    runs = ood_mean(pd.concat([curve_rows("real", 0.4), curve_rows("synthetic/a", 0.15)]))
+    runs = pd.concat([curve_rows("real", 0.4), curve_rows("synthetic/a", 0.15)])
     fits = curve_fits(runs, bootstrap=200).set_index(["curve", "metric"])
     assert set(fits.index.get_level_values("metric")) == {"val.loss", "val.top1", "ood.loss",
                                                           "ood.top1"}
@@ -61,6 +61,8 @@ def test_curve_fits_reports_unfittable_curves_instead_of_raising() -> None:
     assert "at least 3 distinct sizes" in err["two sizes"]
     assert "no runs of curve 'absent'" in err["absent"]
     assert err["ok"] == "" and np.isnan(fits.set_index("curve").loc["one seed", "k"])
+    absent = curve_fits(runs, metrics=("test.loss",), curves=["ok"], bootstrap=5)
+    assert absent["error"].tolist() == ["the runs table has no metric 'test.loss'"]
 
 
 def test_curve_fits_saturating_form_reports_alpha() -> None:

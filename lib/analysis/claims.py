@@ -62,6 +62,8 @@ def guarded(make: Callable[[], Claim], id: str, paper: str, statement: str, meas
             return make()
         except (FitError, ValueError) as exc:
             why = str(exc)
+        except KeyError as exc:
+            why = f"the runs table has no column {exc}"
     return not_measured(id, paper, statement, measure, why, two_sided)
 
 

@@ -36,11 +36,15 @@ def ablation(row: str) -> str:
     return f"ablation/{row}"
 
 
+def _multiplier(runs: pd.DataFrame, curve: str, multiplier: float | str) -> float:
+    """A multiplier, "largest" resolved to the curve's largest."""
+    return largest(runs, curve) if multiplier == "largest" else float(multiplier)
+
+
 def _at(runs: pd.DataFrame, curve: str, multiplier: float | str, metric: str = TOP1
         ) -> pd.Series:
     """``metric`` per seed of a curve at one multiplier ("largest": the curve's largest)."""
-    m = largest(runs, curve) if multiplier == "largest" else multiplier
-    return values(runs, curve, metric, multiplier=m)
+    return values(runs, curve, metric, multiplier=_multiplier(runs, curve, multiplier))
 
 
 def _welch(runs: pd.DataFrame, id: str, statement: str, a: tuple[str, float | str],
@@ -51,6 +55,9 @@ def _welch(runs: pd.DataFrame, id: str, statement: str, a: tuple[str, float | st
                f"{metric}({b[0]} at {name.get(b[1], b[1])})")
 
     def make() -> Claim:
+        if a[0] == b[0] and _multiplier(runs, *a) == _multiplier(runs, *b):
+            raise ValueError(f"{a[0]} has no multiplier other than {_multiplier(runs, *a):g}x; "
+                             f"the claim compares two of its multipliers")
         est, lo, hi = mean_difference(_at(runs, *a, metric), _at(runs, *b, metric))
         return Claim(id, PAPER, statement, measure, est, lo, hi,
                      note=f"largest multiplier {largest(runs, a[0]):g}x"

@@ -86,10 +86,12 @@ def curve_fits(runs: pd.DataFrame, x: str = "n_images",
     """One row per (curve, metric): the fit's parameters with their 95 % bootstrap interval
     (``k``, ``k_lo``, ``k_hi`` for the power law; ``alpha`` ... for the saturating form), R^2,
     the holdout error, the number of sizes and seeds, ``fitted`` ("loss" or "top1 error") and
-    ``error`` (empty, or why the curve could not be fitted). Metrics absent from the table are
-    skipped; every requested curve gets a row per metric."""
+    ``error`` (empty, or why the curve could not be fitted). Every requested curve gets a row
+    per requested metric, a metric absent from the table too (its ``error`` says so); the OOD
+    means ``ood.loss``/``ood.top1`` are added by :func:`ood_mean` when missing."""
     curves = list(dict.fromkeys(runs["curve"])) if curves is None else list(curves)
-    metrics = [m for m in metrics if m in runs.columns]
+    if any(m.startswith("ood.") and m not in runs.columns for m in metrics):
+        runs = ood_mean(runs)
     rows = []
     for curve in curves:
         for metric in metrics:
