@@ -212,3 +212,11 @@ def test_diversify_claims_without_runs_are_not_measured() -> None:
     assert d2.verdict == "not measured" and "no multiplier other than 1x" in d2.note
     no_ood = by_id(dc.d4_d5_gain(runs.drop(columns=["ood_noise.top1", "ood_rotate.top1"])))
     assert no_ood["D5"].verdict == "not measured" and "ood.top1" in no_ood["D5"].note
+
+
+def test_all_real_images_count_as_the_largest_real_size() -> None:
+    """real_per_class -1 (all real images) is the largest size, not the smallest."""
+    runs = scaling_runs().replace({"real_per_class": {64: -1}})
+    got = by_id(sc.s9_s10_scarce_real(runs))
+    assert got["S9"].note == "real_per_class 4" and got["S9"].verdict == "reproduced"
+    assert got["S10"].note == "real_per_class 4 vs -1"
