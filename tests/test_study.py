@@ -57,7 +57,7 @@ def test_a_run_shared_by_curves_trains_once(mini) -> None:
     zero = [r for r in runs if r.multiplier == 0]
     assert all(r.kind == "real" and not r.aux_norm and r.setting == "" for r in zero)
     assert len(zero) == len(study.seeds) * len(study.archs)
-    assert "ablation/cdsd+aux" in {c for r in runs for c in r.curves}
+    assert "ablation/cdsd_aux" in {c for r in runs for c in r.curves}
 
 
 def test_the_training_length_rule(mini) -> None:

@@ -31,9 +31,9 @@ REAL = "real"
 CLASSNAME = "classname"  # the class-name setting: guidance 2, the UNet generator
 PROMPT_SETTINGS = ("classname", "description", "hypernym", "templates", "word2sen", "cd", "sd",
                    "cdsd", "captions")
-GUIDANCE_SETTINGS = {1.0: "guidance-1", 1.5: "guidance-1.5", 2.0: CLASSNAME, 3.0: "guidance-3",
+GUIDANCE_SETTINGS = {1.0: "guidance-1", 1.5: "guidance-1_5", 2.0: CLASSNAME, 3.0: "guidance-3",
                      5.0: "guidance-5"}
-OTHER_GENERATOR = "transformer"  # the classname setting drawn by the transformer denoiser
+OTHER_GENERATOR = "dit"  # the classname setting drawn by the transformer denoiser (study.settings.dit)
 MIXED = "mixed/classname"  # real + classname synthetic (1x), at several real sizes
 LOSS = "val.loss"
 

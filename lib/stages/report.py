@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from lib import config, plots, provenance
-from lib.analysis import claims, curves, verdicts
+from lib.analysis import claims, claims_diversify, curves, verdicts
 from lib.config import ReportConfig
 from lib.io import write_parquet
 from lib.metrics import write_metrics
@@ -80,7 +80,7 @@ def run(cfg: ReportConfig) -> dict[str, Any]:
     guidance = {(study.settings[s].guidance or 2.0): s for s in study.guidance_settings}
     found = [*claims.scaling_claims(runs, quality=qual, per_class=per_class,
                                     guidance=guidance, bootstrap=cfg.bootstrap),
-             *claims.diversify_claims(runs)]
+             *claims_diversify.diversify_claims(runs)]
     table = verdicts.claims_table(found)
     runs.to_csv(out / "runs.csv", index=False)
     fits.to_csv(out / "fits.csv", index=False)
@@ -107,8 +107,7 @@ def make_figures(runs: pd.DataFrame, fits: pd.DataFrame, table: pd.DataFrame,
               "generator": syn(study.generator_settings)}
     scaleup = sorted(c for c in runs["curve"].unique()
                      if c.startswith(("scaleup/", "arch/")) or c == RETRIEVAL)
-    ablation = curves.summarise(runs[runs["curve"].str.startswith("ablation/")], by=["curve"],
-                                metrics=("val.top1", "ood.top1"))
+    ablation = claims_diversify.ablation_table(runs, claims_diversify.ABLATION_ROWS, "val.top1")
     return {
         "scaling": scaling_plots.factor_panels(runs, fits, panels),
         "scaleup": scaling_plots.multiplier_figure(runs, scaleup),

@@ -14,7 +14,7 @@ Curves (names as the analysis reads them, :mod:`lib.analysis.claims`):
   ``mixed/<setting>`` (``mixed_real_sizes`` real + ``mixed_multiplier`` synthetic);
 * diversify: ``scaleup/<setting>/aux<0|1>`` (all real + ``scaleup_multipliers``; 0 is the
   real-only run), ``ablation/<setting>`` (all real + ``ablation_multiplier``, norm off) and
-  ``ablation/<last>+aux`` (norm on), ``arch/<arch>/aux<0|1>`` (``arch_setting`` at
+  ``ablation/<last>_aux`` (norm on), ``arch/<arch>/aux<0|1>`` (``arch_setting`` at
   ``arch_multipliers``), ``retrieval`` (corpus images instead of generated ones, norm on).
 
 The training length is one rule (:func:`steps_for`): ``epochs`` passes over the run's
@@ -147,7 +147,7 @@ def study_runs(study: config.StudyConfig, which: StudyName) -> list[StudyRun]:
             add(f"ablation/{s}", "mixed", s, 0, study.ablation_multiplier, False)
         last = study.ablation_settings[-1] if study.ablation_settings else None
         if last:
-            add(f"ablation/{last}+aux", "mixed", last, 0, study.ablation_multiplier, True)
+            add(f"ablation/{last}_aux", "mixed", last, 0, study.ablation_multiplier, True)
         for a in study.archs:
             for aux in (True, False):
                 for m in mult["arch"]:
