@@ -117,7 +117,19 @@ class StageConfig:
         """The flat papermill parameters: common keys then stage keys."""
         common = dataclasses.asdict(self.common)
         own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "common"}
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in {**common, **own}.items()}
+        return {k: _plain(v) for k, v in {**common, **own}.items()}
+
+
+def _plain(value: Any) -> Any:
+    """A parameter value as params.yaml writes it: lists for tuples, mappings for nested
+    settings (``study.settings``)."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value):
+        return _plain(dataclasses.asdict(value))
+    return value
 
 
 @dataclass(frozen=True)

@@ -263,16 +263,44 @@ def make_plan(params: Mapping[str, Any], root: Path | None = None) -> dict[str, 
         "sweep": _steps_seconds(costs["training"], train,
                                 None if steps is None else steps * sum(runs.values())),
     }
+    study = _study_work(cfgs, costs, n_train, n_classes)
+    work |= study.pop("work")
     return {"profile": train.common.profile, "real_train_images": n_train,
             "classes": n_classes, "counted": counted, "strategies": list(prompts.strategies),
             "images_per_strategy": round(per_strategy), "images": images,
-            "sweep_runs": runs, "steps_per_run": steps, "work": work,
-            "stages": _stages(sw.sources)}
+            "sweep_runs": runs, "steps_per_run": steps, **study, "work": work,
+            "stages": _stages(sw.sources, cfgs["study"])}
 
 
-def _stages(sources: tuple[str, ...]) -> list[str]:
+def _study_work(cfgs: Mapping[str, config.StageConfig], costs: Mapping[str, Any],
+                n_train: int, n_classes: int) -> dict[str, Any]:
+    """The studies' generations (images per setting) and runs (count, optimizer steps,
+    with the real images spread evenly over the classes), and their compute estimate."""
+    import pandas as pd
+
+    from lib.study import spec
+
+    study, gen, train = cfgs["study"], cfgs["generate"], cfgs["train"]
+    counts = pd.Series([n_train / n_classes] * n_classes)
+    images = {name: round(n_train * spec.generation_multiplier(study, name))
+              for name in (*study.settings, spec.RETRIEVAL)}
+    images = {k: v for k, v in images.items() if v}
+    runs = {w: spec.study_runs(study, w) for w in ("scaling", "diversify")}
+    steps = {w: sum(spec.steps_for(study, train, r, counts) for r in rs)
+             for w, rs in runs.items()}
+    generated = sum(v for k, v in images.items() if k != spec.RETRIEVAL)
+    return {"study_images": images, "study_runs": {w: len(rs) for w, rs in runs.items()},
+            "study_steps": steps,
+            "work": {"synth": _per_item(costs["generation"], _model_key(cfgs, gen.model),
+                                        generated, gen.steps),
+                     "study": _steps_seconds(costs["training"], train, sum(steps.values()))}}
+
+
+def _stages(sources: tuple[str, ...], study: config.StudyConfig) -> list[str]:
     return ["zoo", "classes", "finetune", "disambiguate", "prompts", "generate", "train",
-            *(f"sweep@{s}" for s in sources), "clip", "analyze"]
+            *(f"sweep@{s}" for s in sources), "clip", "analyze",
+            *(f"synth@{s}" for s in study.settings), "retrieval",
+            "study@scaling", "study@diversify", "report"]
 
 
 def _model_key(cfgs: Mapping[str, config.StageConfig], model: str) -> str:
@@ -343,6 +371,11 @@ def format_plan(plan: Mapping[str, Any]) -> str:
         f"sweep: {sum(plan['sweep_runs'].values())} training runs ("
         + ", ".join(f"{s} {n}" for s, n in plan["sweep_runs"].items()) + ")"
         + (f", {plan['steps_per_run']} steps each" if plan["steps_per_run"] else ""),
+        f"studies: {sum(plan['study_images'].values()):,} images in "
+        f"{len(plan['study_images'])} settings ("
+        + ", ".join(f"{s} {n:,}" for s, n in plan["study_images"].items()) + "); "
+        + ", ".join(f"{w} {n} runs ({plan['study_steps'][w]:,} steps)"
+                    for w, n in plan["study_runs"].items()),
         "estimated compute (measured throughputs, lib/resources/costs.yaml):",
     ]
     for stage, w in plan["work"].items():
