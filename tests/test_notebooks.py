@@ -23,10 +23,14 @@ LOOPS = (ast.For, ast.While, ast.ListComp, ast.SetComp, ast.DictComp, ast.Genera
 def test_one_notebook_per_stage():
     assert set(NOTEBOOKS) == set(config.STAGES)
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    # `sweep` is the one CLI stage (the ablation grid; see its comment in dvc.yaml).
-    stages = set(dvc["stages"]) - {"strip", "sweep"}
+    # The CLI stages: the ablation grid and the studies' generations and runs (many runs or
+    # settings each; see their comments in dvc.yaml).
+    cli = {"sweep": "lib.sweep", "synth": "lib.study.synth", "retrieval": "lib.study.synth",
+           "study": "lib.study"}
+    stages = set(dvc["stages"]) - {"strip", *cli}
     assert stages == set(config.STAGES)
-    assert dvc["stages"]["sweep"]["cmd"].startswith("python -m lib.sweep ")
+    for stage, module in cli.items():
+        assert dvc["stages"][stage]["cmd"].startswith(f"python -m {module} ")
     assert dvc["stages"]["strip"]["foreach"] == list(config.STAGES)
     for stage in config.STAGES:
         assert dvc["stages"][stage]["cmd"] == f"python -m lib.runner {stage}"
