@@ -29,6 +29,14 @@ from lib.study.quality import judge_run, quality
 from lib.study.spec import RETRIEVAL
 
 STUDIES = ("scaling", "diversify")
+# Claims whose runs the pipeline does not make yet: listed, so the report shows them.
+NOT_BUILT = (
+    verdicts.not_measured(
+        "S12", "scaling", "CLIP trained on synthetic image-text pairs scales almost as well as "
+        "on real pairs", "k(CLIP, synthetic pairs) - k(CLIP, real pairs), zero-shot loss",
+        "the CLIP-from-scratch study on corpus pairs is not built yet (the clip stage "
+        "fine-tunes on labelled digits)"),
+)
 
 
 def read_runs(cfg: ReportConfig, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame,
@@ -80,7 +88,7 @@ def run(cfg: ReportConfig) -> dict[str, Any]:
     guidance = {(study.settings[s].guidance or 2.0): s for s in study.guidance_settings}
     found = [*claims.scaling_claims(runs, quality=qual, per_class=per_class,
                                     guidance=guidance, bootstrap=cfg.bootstrap),
-             *claims_diversify.diversify_claims(runs)]
+             *claims_diversify.diversify_claims(runs), *NOT_BUILT]
     table = verdicts.claims_table(found)
     runs.to_csv(out / "runs.csv", index=False)
     fits.to_csv(out / "fits.csv", index=False)
