@@ -25,7 +25,8 @@ from lib.metrics import write_metrics
 from lib.plots import scaling as scaling_plots
 from lib.study import runs as study_runs
 from lib.study import synth
-from lib.study.quality import judge_run, quality
+from lib.plots.images import sample_grid_figure
+from lib.study.quality import judge_run, quality, sample_grid
 from lib.study.spec import RETRIEVAL
 
 STUDIES = ("scaling", "diversify")
@@ -96,6 +97,8 @@ def run(cfg: ReportConfig) -> dict[str, Any]:
     table.to_csv(out / "claims.csv", index=False)
     write_parquet(out / "per_class.parquet", per_class)
     figures = make_figures(runs, fits, table, study)
+    figures["samples"] = sample_grid_figure(sample_grid(
+        {s: synth.folder(cfg, s) / "images" for s in used}, classes))
     for name, fig in figures.items():
         plots.save_figure(fig, out / name, dpi=cfg.dpi)
         plt.close(fig)

@@ -68,3 +68,24 @@ def quality(settings: dict[str, Path], judge: Path, embedder: Any, classes: pd.D
         tables.append(table)
     out = pd.concat(tables, ignore_index=True)
     return out.merge(classes[["label", "class_id", "name"]], on="label")
+
+
+def sample_grid(settings: dict[str, Path], classes: pd.DataFrame) -> dict[str, Any]:
+    """One image per class (its first id) of each setting: rows are the settings, columns
+    the classes (:func:`lib.plots.images.sample_grid_figure`)."""
+    names = dict(zip(classes["class_id"], classes["name"]))
+    order = list(classes["class_id"])
+    images, titles, rows = [], [], []
+    for row, (setting, folder) in enumerate(settings.items()):
+        first: dict[str, Any] = {}
+        for s in shards.iter_samples(folder):
+            cid = s["meta"]["class_id"]
+            if cid not in first or s["id"] < first[cid][0]:
+                first[cid] = (s["id"], s["image"])
+        if not first:
+            continue
+        rows.append(setting)
+        for cid in order:
+            images.append(first[cid][1] if cid in first else np.zeros((8, 8)))
+            titles.append(names[cid] if row == 0 else "")
+    return {"images": images, "titles": titles, "ncols": len(order), "row_labels": rows}
