@@ -23,9 +23,9 @@ from lib.config import ReportConfig
 from lib.io import write_parquet
 from lib.metrics import write_metrics
 from lib.plots import scaling as scaling_plots
+from lib.plots.images import sample_grid_figure
 from lib.study import runs as study_runs
 from lib.study import synth
-from lib.plots.images import sample_grid_figure
 from lib.study.quality import judge_run, quality, sample_grid
 from lib.study.spec import RETRIEVAL
 
