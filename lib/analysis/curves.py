@@ -159,3 +159,29 @@ def k_difference(runs: pd.DataFrame, curve_a: str, curve_b: str, metric: str,
     (estimate, low, high)."""
     return k_contrast(runs, [(curve_a, metric, 1.0), (curve_b, metric, -1.0)], x=x,
                       bootstrap=bootstrap, seed=seed)
+
+
+def convergence(runs: pd.DataFrame, checks: dict[str, str], metric: str = "val.loss"
+                ) -> pd.DataFrame:
+    """The training-length check of docs/studies.md: for each ``check`` curve (the largest
+    size of the ``checks[check]`` curve trained twice as long), the mean ``metric`` of both
+    at that size, the difference (longer - rule), two standard deviations over the rule's
+    seeds, and ``converged``: the difference within them."""
+    rows = []
+    for check, base in checks.items():
+        longer = runs[runs["curve"] == check]
+        if longer.empty:
+            continue
+        size = longer.iloc[0]
+        rule = runs[(runs["curve"] == base) & (runs["kind"] == size["kind"])
+                    & (runs["real_per_class"] == size["real_per_class"])
+                    & (runs["multiplier"] == size["multiplier"])]
+        spread = 2 * float(rule[metric].std(ddof=1)) if len(rule) > 1 else float("nan")
+        diff = float(longer[metric].mean() - rule[metric].mean())
+        rows.append({"curve": base, "check": check, "n_images": int(size["n_images"]),
+                     "steps": int(rule["steps"].iloc[0]) if "steps" in rule else None,
+                     f"{metric} (rule)": float(rule[metric].mean()),
+                     f"{metric} (2x steps)": float(longer[metric].mean()),
+                     "difference": diff, "two_std": spread,
+                     "converged": bool(abs(diff) <= spread) if spread == spread else None})
+    return pd.DataFrame(rows)

@@ -91,9 +91,13 @@ def run(cfg: ReportConfig) -> dict[str, Any]:
                                     guidance=guidance, bootstrap=cfg.bootstrap),
              *claims_diversify.diversify_claims(runs), *NOT_BUILT]
     table = verdicts.claims_table(found)
+    checks = {"check/real": "real",
+              f"check/{study.mixed_setting}": f"synthetic/{study.mixed_setting}"}
+    converged = curves.convergence(runs, checks)
     runs.to_csv(out / "runs.csv", index=False)
     fits.to_csv(out / "fits.csv", index=False)
     qual.to_csv(out / "quality.csv", index=False)
+    converged.to_csv(out / "convergence.csv", index=False)
     table.to_csv(out / "claims.csv", index=False)
     write_parquet(out / "per_class.parquet", per_class)
     figures = make_figures(runs, fits, table, study)
@@ -103,9 +107,11 @@ def run(cfg: ReportConfig) -> dict[str, Any]:
         plots.save_figure(fig, out / name, dpi=cfg.dpi)
         plt.close(fig)
     metrics = headline(table, fits, qual)
+    metrics["converged"] = {r.curve: r.converged for r in converged.itertuples()}
     write_metrics(cfg.path("metrics"), "report", metrics)
     provenance.finish(cfg, "report", inputs, out=out)
     return {"runs": runs, "fits": fits, "quality": qual, "claims": table,
+            "convergence": converged,
             "figures": figures, "metrics": metrics, "judge": judge}
 
 

@@ -111,7 +111,8 @@ def collect(which: str, runs: list[StudyRun], out: Path) -> tuple[pd.DataFrame, 
                 "arch": run.arch, "aux_norm": run.aux_norm,
                 # real images per class: -1 all of them, 0 none (synthetic only)
                 "real_per_class": 0 if run.kind == "synthetic" else run.real_per_class or -1,
-                "multiplier": run.multiplier, "seed": run.seed, "steps": m["steps"],
+                "multiplier": run.multiplier, "seed": run.seed, "length": run.length,
+                "steps": m["steps"],
                 "num_real": m["num_real"], "num_synthetic": m["num_synthetic"],
                 "n_images": m["num_real"] + m["num_synthetic"]}
         table = pd.read_csv(out / run.name / "per_class.csv")

@@ -20,7 +20,8 @@ Curves (names as the analysis reads them, :mod:`lib.analysis.claims`):
 The training length is one rule (:func:`steps_for`): ``epochs`` passes over the run's
 images -- the real ones when there are real ones, which fill ``1 - synthetic_fraction`` of
 each batch (an epoch is a pass over the real data, Diversify's convention) -- clamped to
-``[min_steps, max_steps]``.
+``[min_steps, max_steps]``. The convergence check (``check/real``, ``check/<setting>``)
+trains the largest size of the real and the class-name curves twice as long.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class StudyRun:
     arch: str
     seed: int
     curves: tuple[str, ...] = ()
+    length: int = 1  # x the rule's steps (2: the convergence check)
 
     @property
     def name(self) -> str:
@@ -55,14 +57,15 @@ class StudyRun:
         data = {"real": f"real-r{self.real_per_class}",
                 "synthetic": f"syn-{self.setting}-m{self.multiplier:g}",
                 "mixed": f"mix-{self.setting}-r{self.real_per_class}-m{self.multiplier:g}"}
-        return f"{data[self.kind]}-aux{int(self.aux_norm)}-{self.arch}-s{self.seed}"
+        longer = f"-x{self.length}" if self.length != 1 else ""
+        return f"{data[self.kind]}-aux{int(self.aux_norm)}-{self.arch}-s{self.seed}{longer}"
 
     def record(self) -> dict[str, Any]:
         """The values stored beside the run's results."""
         return {"kind": self.kind, "setting": self.setting,
                 "real_per_class": self.real_per_class, "multiplier": self.multiplier,
                 "aux_norm": self.aux_norm, "arch": self.arch, "seed": self.seed,
-                "curves": ";".join(self.curves)}
+                "length": self.length, "curves": ";".join(self.curves)}
 
 
 def sizes(study: config.StudyConfig) -> dict[str, tuple[float, ...]]:
@@ -115,13 +118,14 @@ def study_runs(study: config.StudyConfig, which: StudyName) -> list[StudyRun]:
     found: dict[str, StudyRun] = {}
 
     def add(curve: str, kind: str, setting: str, real: int, m: float, aux: bool,
-            arch: str = arch) -> None:
+            arch: str = arch, length: int = 1) -> None:
         for seed in seeds:
             if kind == "mixed" and m == 0:  # the real-only point of a curve
                 kind_, setting_, aux_ = "real", "", False
             else:
                 kind_, setting_, aux_ = kind, setting, aux
-            run = StudyRun(kind_, setting_, real, float(m), aux_, arch, int(seed))
+            run = StudyRun(kind_, setting_, real, float(m), aux_, arch, int(seed),
+                           length=length)
             if kind_ == "real":
                 run = dataclasses.replace(run, multiplier=0.0)
             old = found.get(run.name, run)
@@ -138,6 +142,14 @@ def study_runs(study: config.StudyConfig, which: StudyName) -> list[StudyRun]:
             add(f"mixed/{study.mixed_setting}", "mixed", study.mixed_setting, r,
                 study.mixed_multiplier, False)
             add("real", "real", "", r, 0, False)
+        # The convergence check: the largest size of the real and the class-name curves
+        # trained twice as long (docs/studies.md, "Training length").
+        if study.real_sizes:
+            largest = 0 if 0 in study.real_sizes else max(study.real_sizes)
+            add("check/real", "real", "", largest, 0, False, length=2)
+        if mult["synthetic"]:
+            add(f"check/{study.mixed_setting}", "synthetic", study.mixed_setting, 0,
+                max(mult["synthetic"]), False, length=2)
     elif which == "diversify":
         for s in study.scaleup_settings:
             for aux in (True, False):
@@ -181,4 +193,4 @@ def steps_for(study: config.StudyConfig, train: config.TrainConfig, run: StudyRu
     else:
         n, per_step = real, train.batch_size * (1.0 - train.synthetic_fraction)
     steps = math.ceil(study.epochs * n / per_step)
-    return int(min(max(steps, study.min_steps), study.max_steps))
+    return int(min(max(steps, study.min_steps), study.max_steps)) * run.length
