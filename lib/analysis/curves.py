@@ -185,3 +185,22 @@ def convergence(runs: pd.DataFrame, checks: dict[str, str], metric: str = "val.l
                      "difference": diff, "two_std": spread,
                      "converged": bool(abs(diff) <= spread) if spread == spread else None})
     return pd.DataFrame(rows)
+
+
+EASY, POOR = 0.8, 0.5  # the grouping's thresholds, fixed before any result (docs/studies.md)
+
+
+def class_groups(per_class: pd.DataFrame, curve: str) -> pd.DataFrame:
+    """Each class of ``curve`` as *easy* (mean top-1 over seeds at the smallest size >=
+    :data:`EASY`), *poor* (below :data:`POOR` at the largest size) or *scaling* (the
+    others), from the per-class table (columns curve, class_id, n_images, seed, top1)."""
+    rows = per_class[per_class["curve"] == curve]
+    if rows.empty:
+        return pd.DataFrame(columns=["class_id", "top1_smallest", "top1_largest", "group"])
+    means = rows.groupby(["class_id", "n_images"])["top1"].mean().reset_index()
+    first = means.sort_values("n_images").groupby("class_id")["top1"].first()
+    last = means.sort_values("n_images").groupby("class_id")["top1"].last()
+    out = pd.DataFrame({"top1_smallest": first, "top1_largest": last}).reset_index()
+    out["group"] = ["easy" if a >= EASY else "poor" if b < POOR else "scaling"
+                    for a, b in zip(out["top1_smallest"], out["top1_largest"])]
+    return out

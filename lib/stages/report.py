@@ -94,10 +94,14 @@ def run(cfg: ReportConfig) -> dict[str, Any]:
     checks = {"check/real": "real",
               f"check/{study.mixed_setting}": f"synthetic/{study.mixed_setting}"}
     converged = curves.convergence(runs, checks)
+    groups = curves.class_groups(per_class, f"synthetic/{study.mixed_setting}").merge(
+        qual[qual["setting"] == study.mixed_setting][["class_id", "name", "recognizability",
+                                                      "diversity"]], on="class_id", how="left")
     runs.to_csv(out / "runs.csv", index=False)
     fits.to_csv(out / "fits.csv", index=False)
     qual.to_csv(out / "quality.csv", index=False)
     converged.to_csv(out / "convergence.csv", index=False)
+    groups.to_csv(out / "class_groups.csv", index=False)
     table.to_csv(out / "claims.csv", index=False)
     write_parquet(out / "per_class.parquet", per_class)
     figures = make_figures(runs, fits, table, study)
@@ -111,7 +115,7 @@ def run(cfg: ReportConfig) -> dict[str, Any]:
     write_metrics(cfg.path("metrics"), "report", metrics)
     provenance.finish(cfg, "report", inputs, out=out)
     return {"runs": runs, "fits": fits, "quality": qual, "claims": table,
-            "convergence": converged,
+            "convergence": converged, "class_groups": groups,
             "figures": figures, "metrics": metrics, "judge": judge}
 
 
