@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 from study_tables import curve_rows, point_rows
 
-from lib.analysis.curves import curve_fits, k_contrast, k_difference, ood_mean, summarise
+from lib.analysis.curves import (
+    class_groups,
+    convergence,
+    curve_fits,
+    k_contrast,
+    k_difference,
+    ood_mean,
+    summarise,
+)
 
 
 def test_summarise_gives_mean_std_n_and_half_width() -> None:
@@ -97,3 +105,29 @@ def test_k_difference_names_a_missing_curve() -> None:
 
     with pytest.raises(FitError, match="no runs of curve 'b'"):
         k_difference(curve_rows("a", 0.3), "a", "b", "val.loss", bootstrap=10)
+
+
+def test_the_convergence_check_compares_twice_the_steps_with_the_seed_spread() -> None:
+    base = {"kind": "real", "real_per_class": -1, "multiplier": 0.0, "n_images": 1344,
+            "steps": 168}
+    rows = [{**base, "curve": "real", "seed": s, "val.loss": v}
+            for s, v in enumerate([0.30, 0.32, 0.34])]
+    rows += [{**base, "curve": "check/real", "seed": s, "val.loss": v, "steps": 336}
+             for s, v in enumerate([0.31, 0.33, 0.35])]
+    table = convergence(pd.DataFrame(rows), {"check/real": "real"})
+    (row,) = table.to_dict("records")
+    assert row["difference"] == pytest.approx(0.01) and row["two_std"] == pytest.approx(0.04)
+    assert row["converged"] and row["steps"] == 168
+    rows = [r | {"val.loss": r["val.loss"] - 0.1} if r["curve"] == "check/real" else r
+            for r in rows]
+    assert not convergence(pd.DataFrame(rows), {"check/real": "real"})["converged"].item()
+
+
+def test_classes_are_grouped_by_their_curve() -> None:
+    top1 = {"a": (0.9, 0.95), "b": (0.3, 0.9), "c": (0.1, 0.4)}  # easy, scaling, poor
+    rows = [{"curve": "synthetic/x", "class_id": c, "n_images": n, "seed": s, "top1": v}
+            for c, (lo, hi) in top1.items() for s in (0, 1)
+            for n, v in ((40, lo), (670, hi))]
+    groups = class_groups(pd.DataFrame(rows), "synthetic/x").set_index("class_id")["group"]
+    assert groups.to_dict() == {"a": "easy", "b": "scaling", "c": "poor"}
+    assert class_groups(pd.DataFrame(rows), "synthetic/y").empty
