@@ -118,3 +118,18 @@ def test_verdict_figure_colours_rows_by_verdict(tmp_path) -> None:
     assert cells[4, 2].get_text().get_text() == "-"
     assert cells[1, 2].get_text().get_text() == "+0.200 [+0.100, +0.300]"
     assert all(p.stat().st_size for p in plots.save_figure(fig, tmp_path / "verdicts"))
+
+
+def test_per_class_gain_figure_has_one_bar_per_class_and_curve(tmp_path) -> None:
+    from lib.plots.scaling import per_class_gain_figure
+
+    rows = [{"curve": c, "label": k, "name": f"c{k}", "multiplier": m, "seed": s,
+             "val": 0.5 + 0.1 * m * (k + 1) / 3}
+            for c in ("scaleup/a/aux1", "scaleup/b/aux1") for k in range(3)
+            for m in (0.0, 1.0, 2.0) for s in (0, 1)]
+    fig = per_class_gain_figure(pd.DataFrame(rows), ["scaleup/a/aux1", "scaleup/b/aux1", "x"])
+    bars = fig.axes[0].patches
+    assert len(bars) == 6
+    assert bars[2].get_height() == pytest.approx(0.2)  # class 2 of curve a: 0.1 x 2 x 3/3
+    plots.save_figure(fig, tmp_path / "gain")
+    assert (tmp_path / "gain.png").exists()

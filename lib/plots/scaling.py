@@ -185,3 +185,29 @@ def verdict_figure(claims: pd.DataFrame) -> plt.Figure:
     table.set_fontsize(8)
     fig.tight_layout()
     return fig
+
+
+def per_class_gain_figure(per_class: pd.DataFrame, curves: Sequence[str],
+                          metric: str = "val") -> plt.Figure:
+    """Per class, the top-1 gain of each curve's largest multiplier over its real-only point
+    (multiplier 0), mean over seeds: one group of bars per class, one bar per curve."""
+    style()
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    present = [c for c in curves if c in set(per_class["curve"])]
+    width = 0.8 / max(len(present), 1)
+    for i, curve in enumerate(present):
+        rows = per_class[per_class["curve"] == curve]
+        means = rows.groupby(["name", "multiplier"])[metric].mean().unstack("multiplier")
+        if 0.0 not in means.columns or len(means.columns) < 2:
+            continue
+        top = max(means.columns)
+        gain = (means[top] - means[0.0]).reindex(rows.drop_duplicates("name")
+                                                 .sort_values("label")["name"])
+        x = np.arange(len(gain)) + i * width
+        ax.bar(x, gain.values, width, label=f"{curve} ({top:g}x)", color=palette(len(present))[i])
+        ax.set_xticks(np.arange(len(gain)) + 0.4 - width / 2, gain.index, rotation=30, fontsize=7)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_ylabel(f"{metric} top-1 gain over real only")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

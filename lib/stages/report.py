@@ -115,6 +115,8 @@ def run(cfg: ReportConfig) -> dict[str, Any]:
     table.to_csv(out / "claims.csv", index=False)
     write_parquet(out / "per_class.parquet", per_class)
     figures = make_figures(runs, fits, table, study)
+    figures["per_class_gain"] = scaling_plots.per_class_gain_figure(
+        per_class, [f"scaleup/{s}/aux1" for s in study.scaleup_settings])
     figures["samples"] = sample_grid_figure(sample_grid(
         {s: synth.folder(cfg, s) / "images" for s in used}, classes))
     for name, fig in figures.items():

@@ -119,5 +119,6 @@ def collect(which: str, runs: list[StudyRun], out: Path) -> tuple[pd.DataFrame, 
         for curve in run.curves:
             rows.append({"curve": curve, **base, **metrics})
             per_class.append(table.assign(curve=curve, run=run.name, seed=run.seed,
+                                          multiplier=run.multiplier,
                                           n_images=base["n_images"], top1=table["val"]))
     return pd.DataFrame(rows), pd.concat(per_class, ignore_index=True)
