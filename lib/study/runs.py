@@ -115,7 +115,7 @@ def collect(which: str, runs: list[StudyRun], out: Path) -> tuple[pd.DataFrame, 
                 "steps": m["steps"],
                 "num_real": m["num_real"], "num_synthetic": m["num_synthetic"],
                 "n_images": m["num_real"] + m["num_synthetic"]}
-        table = pd.read_csv(out / run.name / "per_class.csv")
+        table = pd.read_csv(out / run.name / "per_class.csv", dtype={"class_id": str})
         for curve in run.curves:
             rows.append({"curve": curve, **base, **metrics})
             per_class.append(table.assign(curve=curve, run=run.name, seed=run.seed,

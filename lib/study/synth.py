@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from lib import config, prompts, provenance
+from lib import config, paths, prompts, provenance
 from lib.generation.launch import combine, run_workers
 from lib.io import write_json, write_parquet
 from lib.study.spec import RETRIEVAL, generation_multiplier
@@ -73,10 +73,10 @@ def upstream(gen: config.GenerateConfig) -> list[str]:
     """The stages whose outputs a setting's generation reads: the class table, the prompt
     names and texts, and the folder its model lies in (the zoo or the fine-tuned model)."""
     names = ["classes", "disambiguate"]
-    model = gen.resolve_model(gen.model)
-    for stage in ("zoo", "finetune"):
-        if Path(model).resolve().is_relative_to(gen.path(stage).resolve()):
-            names.append(stage)
+    if gen.model.startswith("./"):  # a local folder: the stage that makes it is upstream
+        model = paths.resolve(gen.model, gen.root).resolve()
+        names += [stage for stage in ("zoo", "finetune")
+                  if model.is_relative_to(gen.path(stage).resolve())]
     return names
 
 
@@ -111,10 +111,11 @@ def run(setting: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
                                  f"({', '.join(study.settings)})")
     gen = generate_config(base_gen, study, setting)
     out = folder(gen, setting)
-    inputs = {name: provenance.digest(provenance.check_folder(
-        gen, name, provenance.expected_settings(params, name))) for name in upstream(gen)}
-    (out / provenance.RECORD).unlink(missing_ok=True)
     multiplier = generation_multiplier(study, setting)
+    reads = upstream(gen) if multiplier else ["classes"]  # an unused setting reads nothing more
+    inputs = {name: provenance.digest(provenance.check_folder(
+        gen, name, provenance.expected_settings(params, name))) for name in reads}
+    (out / provenance.RECORD).unlink(missing_ok=True)
     summary: dict[str, Any] = {"setting": setting, "multiplier": multiplier}
     if multiplier == 0:
         summary |= {"num_images": 0, "note": "no run of this profile uses this setting"}
@@ -157,11 +158,11 @@ def run_retrieval(cfgs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any
 
     study, dis, tune = cfgs["study"], cfgs["disambiguate"], cfgs["finetune"]
     out = folder(dis, RETRIEVAL)
-    inputs = {name: provenance.digest(provenance.check_folder(
-        dis, name, provenance.expected_settings(params, name)))
-        for name in ("classes", "disambiguate", "zoo")}
-    (out / provenance.RECORD).unlink(missing_ok=True)
     multiplier = generation_multiplier(study, RETRIEVAL)
+    reads = ["classes", "disambiguate", "zoo"] if multiplier else ["classes"]
+    inputs = {name: provenance.digest(provenance.check_folder(
+        dis, name, provenance.expected_settings(params, name))) for name in reads}
+    (out / provenance.RECORD).unlink(missing_ok=True)
     summary: dict[str, Any] = {"setting": RETRIEVAL, "multiplier": multiplier}
     if multiplier == 0:
         summary |= {"num_images": 0, "note": "no run of this profile uses this setting"}
