@@ -74,7 +74,7 @@ def scaling_runs() -> pd.DataFrame:
              curve_rows("synthetic/captions", 0.35, rng_seed=4),
              curve_rows("synthetic/description", 0.2, rng_seed=5),
              curve_rows("synthetic/guidance-5", 0.05, rng_seed=6),
-             curve_rows("synthetic/transformer", 0.3, rng_seed=7)]
+             curve_rows("synthetic/dit", 0.3, rng_seed=7)]
     runs = pd.concat(parts, ignore_index=True)
     real = runs["curve"] == "real"
     runs.loc[real, "real_per_class"] = runs.loc[real, "n_images"] // 10  # 4 ... 64
@@ -133,8 +133,8 @@ def test_scaling_claims_that_fail_their_direction() -> None:
     flipped = runs.assign(curve=runs["curve"].map(lambda c: swap.get(c, c)))
     got = by_id(sc.s2_to_s4_prompts(flipped, bootstrap=B))
     assert got["S3"].verdict == "not reproduced" and got["S3"].estimate < 0
-    same = runs[runs["curve"] != "synthetic/transformer"].copy()
-    twin = same[same["curve"] == "synthetic/classname"].assign(curve="synthetic/transformer")
+    same = runs[runs["curve"] != "synthetic/dit"].copy()
+    twin = same[same["curve"] == "synthetic/classname"].assign(curve="synthetic/dit")
     s7 = sc.s7_generator(pd.concat([same, twin]), bootstrap=B)[0]
     assert s7.estimate == pytest.approx(0.0) and s7.verdict == "inconclusive"
 
