@@ -139,6 +139,11 @@ def item_id(class_id: str, strategy: str, k: int) -> str:
     return f"{class_id}-{strategy}-{k:06d}"
 
 
+def train_counts(images: pd.DataFrame) -> pd.Series:
+    """Real train images per class id, from the classes stage's ``images.parquet`` table."""
+    return images[images["split"] == "train"].groupby("class_id").size()
+
+
 def targets_per_class(train_counts: pd.Series, multiplier: float) -> pd.Series:
     """Synthetic images per class: ``multiplier`` x the class's real train count (1x = as many).
 

@@ -1,4 +1,4 @@
-"""The mini world: the offline analogue of the paper setting (DESIGN.md, "The mini world").
+"""The mini world: the offline analogue of the paper setting (README, "The mini world").
 
 * :mod:`lib.mini.corpus` renders the captioned glyph corpus (the "web" data);
 * :mod:`lib.mini.t2i` is the mini text-to-image model (a diffusers pipeline around one of

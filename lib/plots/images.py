@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,7 +16,20 @@ from lib.plots import image_grid, style
 
 if TYPE_CHECKING:
     from lib.finetuning import ModelSamples
-    from lib.mini.t2i import GuidanceSamples
+
+
+class GuidanceSamples(Protocol):
+    """Samples of prompts x guidance scales x seeds of one text-to-image model, as a
+    text-to-image backend's sampler returns them (e.g. the mini world's
+    ``guidance_samples``): ``images`` levels 0..``levels``, ``[prompts, guidance scales,
+    seeds, H, W]``."""
+
+    images: np.ndarray
+    prompts: list[str]
+    guidance_scales: list[float]
+    seeds: list[int]
+    steps: int
+    levels: int
 
 
 def corruption_figure(examples: dict[str, np.ndarray]) -> plt.Figure:
@@ -57,7 +70,7 @@ def captioned_grid_figure(images: np.ndarray, captions: Sequence[str], n: int = 
 
 def guidance_grid_figure(samples: GuidanceSamples, title: str | None = None) -> plt.Figure:
     """Rows = prompts, columns = guidance scales; each cell a strip of one image per seed
-    (separated by a blue gap), from :func:`lib.mini.t2i.guidance_samples`."""
+    (separated by a blue gap)."""
     n_seeds = samples.images.shape[2]
     return _strip_grid(
         samples.images, samples.prompts, [f"guidance {g:g}" for g in samples.guidance_scales],
@@ -68,8 +81,7 @@ def guidance_grid_figure(samples: GuidanceSamples, title: str | None = None) -> 
 def generator_grid_figure(samples: Mapping[str, GuidanceSamples],
                           title: str | None = None) -> plt.Figure:
     """Rows = prompts, columns = generators (one per guidance scale each): the same prompts and
-    seeds from each, so a row compares the generators on the same noise; from
-    :func:`lib.mini.t2i.generator_samples`."""
+    seeds from each, so a row compares the generators on the same noise."""
     first = next(iter(samples.values()))
     for name, s in samples.items():
         if s.prompts != first.prompts or s.seeds != first.seeds:

@@ -19,11 +19,8 @@ import json
 import sys
 from typing import Any
 
-import pandas as pd
-
 from lib import config, paths
-from lib.prompts import targets_per_class
-from lib.retrieval.sets import retrieve_set
+from lib.retrieval.sets import profile_set
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,15 +50,8 @@ def run(out: str, multiplier: float, *, template: str | None = None, batch_size:
     if template is None:
         fin = config.build("finetune", config.stage_section(params, "finetune"))
         template = fin.caption_template
-    classes = pd.read_parquet(dis.path("disambiguate") / "prompt_names.parquet")
-    images = pd.read_parquet(dis.path("classes") / "images.parquet")
-    train_counts = images[images["split"] == "train"].groupby("class_id").size()
-    return retrieve_set(
-        dis.path("zoo") / "corpus", dis.resolve_model(dis.clip_model), classes,
-        targets_per_class(train_counts, multiplier), paths.resolve(out, dis.root),
-        prompt_template=template, batch_size=batch_size, device=dis.common.device,
-        progress=dis.common.progress, clip_pretrained=dis.clip_pretrained,
-        model_name=dis.clip_model)
+    return profile_set(dis, template, paths.resolve(out, dis.root), multiplier,
+                       batch_size=batch_size)
 
 
 if __name__ == "__main__":

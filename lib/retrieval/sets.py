@@ -40,8 +40,10 @@ import pandas as pd
 
 from lib import shards
 from lib.backends.clip import create_clip
+from lib.config import DisambiguateConfig
 from lib.generation.runs import dropped_table
 from lib.io import read_json, write_json, write_parquet
+from lib.prompts import targets_per_class, train_counts
 from lib.retrieval.corpus import DEFAULT_LEVELS, RetrievalCorpus, load_retrieval_corpus
 from lib.retrieval.select import (
     assign,
@@ -269,3 +271,19 @@ def _fraction(flags: list[bool]) -> float | None:
 
 def _round(x: float) -> float:
     return round(float(x), 6)
+
+
+def profile_set(dis: DisambiguateConfig, template: str, out: Path, multiplier: float, *,
+                batch_size: int = 256) -> dict[str, Any]:
+    """The profile's retrieved set at ``multiplier`` (:func:`retrieve_set`): the classes and
+    prompt names of the disambiguate stage, per class ``multiplier`` x its real train count
+    (as a generation is sized), the corpus ``<common.dirs.zoo>/corpus``, the CLIP model of
+    ``disambiguate.clip_model``, queries from ``template``."""
+    classes = pd.read_parquet(dis.path("disambiguate") / "prompt_names.parquet")
+    images = pd.read_parquet(dis.path("classes") / "images.parquet")
+    return retrieve_set(
+        dis.path("zoo") / "corpus", dis.resolve_model(dis.clip_model), classes,
+        targets_per_class(train_counts(images), multiplier), out,
+        prompt_template=template, batch_size=batch_size, device=dis.common.device,
+        progress=dis.common.progress, clip_pretrained=dis.clip_pretrained,
+        model_name=dis.clip_model)

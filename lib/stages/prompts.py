@@ -26,8 +26,7 @@ def run(cfg: PromptsConfig) -> dict[str, Any]:
     names = pd.read_parquet(cfg.path("disambiguate") / "prompt_names.parquet")
     texts = pd.read_parquet(cfg.path("disambiguate") / "texts.parquet")
     images = pd.read_parquet(cfg.path("classes") / "images.parquet")
-    train_counts = images[images["split"] == "train"].groupby("class_id").size()
-    targets = prompts.targets_per_class(train_counts, cfg.synthetic_multiplier)
+    targets = prompts.targets_per_class(prompts.train_counts(images), cfg.synthetic_multiplier)
     manifest = prompts.build_prompt_manifest(
         names, targets, list(cfg.strategies), seed=cfg.common.seed,
         negative_prompt=cfg.negative_prompt, texts=prompts.class_texts(names, texts),

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from lib import config, provenance
+from lib import config, prompts, provenance
 from lib.choices import StudyName
 from lib.io import read_json, write_parquet
 from lib.study import synth
@@ -36,8 +36,7 @@ def folder(cfg: config.StageConfig, which: str) -> Path:
 
 def train_counts(cfg: config.StageConfig) -> pd.Series:
     """Real train images per class (the classes stage's table)."""
-    images = pd.read_parquet(cfg.path("classes") / "images.parquet")
-    return images[images["split"] == "train"].groupby("class_id").size()
+    return prompts.train_counts(pd.read_parquet(cfg.path("classes") / "images.parquet"))
 
 
 def run_config(train: config.TrainConfig, study: config.StudyConfig, run: StudyRun,

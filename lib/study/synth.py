@@ -30,6 +30,7 @@ from lib.io import write_json, write_parquet
 from lib.study.spec import RETRIEVAL, generation_multiplier
 
 SUMMARY = "summary.json"
+UNUSED = {"num_images": 0, "note": "no run of this profile uses this setting"}
 
 
 def folder(cfg: config.StageConfig, setting: str) -> Path:
@@ -80,6 +81,16 @@ def upstream(gen: config.GenerateConfig) -> list[str]:
     return names
 
 
+def begin(cfg: config.StageConfig, params: dict[str, Any], out: Path,
+          reads: list[str]) -> dict[str, str]:
+    """Check the records of the stages ``reads`` (:func:`lib.provenance.check_folder`) and
+    remove the record of ``out``, rewritten now; the digests of the records read."""
+    inputs = {name: provenance.digest(provenance.check_folder(
+        cfg, name, provenance.expected_settings(params, name))) for name in reads}
+    (out / provenance.RECORD).unlink(missing_ok=True)
+    return inputs
+
+
 def prompt_table(gen: config.GenerateConfig, pr: config.PromptsConfig,
                  study: config.StudyConfig, setting: str) -> pd.DataFrame:
     """The prompts of ``setting`` (:func:`lib.prompts.build_prompt_manifest`, one strategy)."""
@@ -89,8 +100,8 @@ def prompt_table(gen: config.GenerateConfig, pr: config.PromptsConfig,
     if s.names == "raw":  # the ablation's naive row: the class names as the dataset has them
         names = names.assign(prompt_name=names["name"])
     images = pd.read_parquet(gen.path("classes") / "images.parquet")
-    counts = images[images["split"] == "train"].groupby("class_id").size()
-    targets = prompts.targets_per_class(counts, generation_multiplier(study, setting))
+    targets = prompts.targets_per_class(prompts.train_counts(images),
+                                        generation_multiplier(study, setting))
     return prompts.build_prompt_manifest(
         names, targets, [s.strategy], seed=gen.common.seed, negative_prompt=pr.negative_prompt,
         texts=prompts.class_texts(names, texts), sd_ratio=pr.sd_ratio)
@@ -112,13 +123,11 @@ def run(setting: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
     gen = generate_config(base_gen, study, setting)
     out = folder(gen, setting)
     multiplier = generation_multiplier(study, setting)
-    reads = upstream(gen) if multiplier else ["classes"]  # an unused setting reads nothing more
-    inputs = {name: provenance.digest(provenance.check_folder(
-        gen, name, provenance.expected_settings(params, name))) for name in reads}
-    (out / provenance.RECORD).unlink(missing_ok=True)
+    # an unused setting reads nothing more than the class table
+    inputs = begin(gen, params, out, upstream(gen) if multiplier else ["classes"])
     summary: dict[str, Any] = {"setting": setting, "multiplier": multiplier}
     if multiplier == 0:
-        summary |= {"num_images": 0, "note": "no run of this profile uses this setting"}
+        summary |= UNUSED
     else:
         table = prompt_table(gen, pr, study, setting)
         write_parquet(gen.path("prompts") / "prompts.parquet", table)
@@ -154,28 +163,18 @@ def run_retrieval(cfgs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any
     corpus images the profile's CLIP finds closest to the class's caption
     (``finetune.caption_template``), as many as the largest retrieval run takes; a smaller
     run takes a subset of them in the training code's order, as from a generation."""
-    from lib.retrieval import retrieve_set
+    from lib.retrieval.sets import profile_set
 
     study, dis, tune = cfgs["study"], cfgs["disambiguate"], cfgs["finetune"]
     out = folder(dis, RETRIEVAL)
     multiplier = generation_multiplier(study, RETRIEVAL)
-    reads = ["classes", "disambiguate", "zoo"] if multiplier else ["classes"]
-    inputs = {name: provenance.digest(provenance.check_folder(
-        dis, name, provenance.expected_settings(params, name))) for name in reads}
-    (out / provenance.RECORD).unlink(missing_ok=True)
+    inputs = begin(dis, params, out,
+                   ["classes", "disambiguate", "zoo"] if multiplier else ["classes"])
     summary: dict[str, Any] = {"setting": RETRIEVAL, "multiplier": multiplier}
     if multiplier == 0:
-        summary |= {"num_images": 0, "note": "no run of this profile uses this setting"}
+        summary |= UNUSED
     else:
-        classes = pd.read_parquet(dis.path("disambiguate") / "prompt_names.parquet")
-        images = pd.read_parquet(dis.path("classes") / "images.parquet")
-        counts = images[images["split"] == "train"].groupby("class_id").size()
-        found = retrieve_set(
-            dis.path("zoo") / "corpus", dis.resolve_model(dis.clip_model), classes,
-            prompts.targets_per_class(counts, multiplier), out / "images",
-            prompt_template=tune.caption_template, device=dis.common.device,
-            progress=dis.common.progress, clip_pretrained=dis.clip_pretrained,
-            model_name=dis.clip_model)
+        found = profile_set(dis, tune.caption_template, out / "images", multiplier)
         summary |= {"num_images": found["images"], "precision": found["precision"],
                     "contested": found["contested"]}
     out.mkdir(parents=True, exist_ok=True)
